@@ -1,0 +1,75 @@
+"""The ``codyd`` command: ``serve``, ``check-config``, ``--version`` (SPEC 6)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from codyd import __version__
+
+
+def _load(config_file: Path | None, flags: dict[str, Any]) -> Any:
+    from codyd.config import ConfigError, load_config
+
+    try:
+        return load_config(config_file, flags=flags)
+    except ConfigError as exc:
+        click.echo(f"codyd: configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="codyd", message="%(prog)s %(version)s")
+def main() -> None:
+    """codyd: a supervisor daemon for autonomous coding agents."""
+
+
+@main.command()
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
+@click.option("--socket", type=click.Path(path_type=Path), help="Unix socket path.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="State directory.")
+@click.option("--redis-url", help="Redis URL for the mirror (optional).")
+@click.option("--node", help="This daemon's node name.")
+@click.option("--log-format", type=click.Choice(["json", "console"]))
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+)
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run the daemon in the foreground."""
+    config = _load(config_file, flags)
+
+    import trio
+
+    from codyd.daemon import StateDirBusy, lock_state_dir
+    from codyd.daemon import serve as serve_daemon
+    from codyd.logging import configure
+    from codyd.runs.procs import become_subreaper
+    from codyd.store import StoreVersionError
+
+    configure(config.log_format, config.log_level)
+    import structlog
+
+    log = structlog.get_logger("codyd")
+    log.info("starting", version=__version__, config=config.summary())
+    try:
+        with lock_state_dir(config.state_dir):
+            become_subreaper()
+            trio.run(serve_daemon, config)
+    except (StateDirBusy, StoreVersionError) as exc:
+        log.error(str(exc))
+        click.echo(f"codyd: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+@main.command("check-config")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
+def check_config(config_file: Path | None) -> None:
+    """Validate the configuration and print it as JSON."""
+    config = _load(config_file, {})
+    click.echo(json.dumps(config.summary(), indent=2, default=str))

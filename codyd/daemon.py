@@ -1,0 +1,163 @@
+"""The daemon: one nursery tree owning the store, supervisor, server and heartbeat."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from codyd import __version__
+from codyd.config import Config
+from codyd.rpc import Methods
+from codyd.runs import procs
+from codyd.runs.supervisor import Supervisor
+from codyd.server import Server
+from codyd.store import Store, open_store
+from codyd.systemd import Notifier
+
+log = structlog.get_logger("codyd")
+
+SHUTDOWN_MARGIN_S = 10.0
+
+
+class StateDirBusy(Exception):
+    """Another daemon holds the state directory."""
+
+
+@contextlib.contextmanager
+def lock_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold the state directory exclusively for the life of the daemon (SPEC 2.8)."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    fd = os.open(state_dir / "codyd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise StateDirBusy(
+                f"the state directory {state_dir} is in use by another codyd (pid {holder}); "
+                "stop it or choose another --state-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+class Daemon:
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.supervisor = Supervisor(store, config)
+        self.methods = Methods(self)
+        self.server = Server(config, self.methods.dispatch)
+        self.notifier = Notifier()
+        self.started_at = time.time()
+        self.stopping = False
+        self._shutdown = trio.Event()
+        self._shutdown_reason = ""
+
+    def request_shutdown(self, reason: str) -> None:
+        if not self._shutdown.is_set():
+            self._shutdown_reason = reason
+            self.supervisor.shutting_down = True
+            self._shutdown.set()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "node": self.config.node,
+            "started_at": self.started_at,
+            "uptime_s": time.time() - self.started_at,
+            "runs": self.supervisor.counts(),
+            "mirror": {"enabled": False, "connected": False, "lag_events": 0, "last_error": None},
+            "store": {"path": str(self.config.state_dir / "codyd.db")},
+            "connections": len(self.server.connections),
+        }
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals)
+            nursery.start_soon(procs.reaper, self.supervisor.turn_pids)
+            await nursery.start(self.supervisor.run)
+            server_scope = trio.CancelScope()
+            await nursery.start(self._serve, server_scope)
+            log.info("listening", socket=str(self.config.socket))
+            self.notifier.notify("READY=1", "STATUS=ready")
+            nursery.start_soon(self._heartbeat)
+            await self._shutdown.wait()
+            await self._stop(server_scope)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(
+        self,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        with scope:
+            await self.server.serve(task_status=task_status)
+
+    async def _stop(self, server_scope: trio.CancelScope) -> None:
+        log.info("shutting down", reason=self._shutdown_reason)
+        self.stopping = True
+        self.notifier.notify("STOPPING=1", "STATUS=shutting down")
+        for connection in list(self.server.connections):
+            for call in list(connection.calls.values()):
+                if call.is_stream:
+                    call.end("shutdown")
+        grace = self.supervisor.max_sigkill_delay() + SHUTDOWN_MARGIN_S - 1.0
+        await self.supervisor.shutdown(grace)
+        log.info("turns stopped; store flushed")
+        # Give open streams a moment to send their final response.
+        with trio.move_on_after(0.5):
+            while any(c.calls for c in self.server.connections):
+                await trio.sleep(0.01)
+        server_scope.cancel()
+        log.info("socket closed", path=str(self.config.socket))
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("signal received", signal=signal.Signals(signum).name)
+                self.request_shutdown(signal.Signals(signum).name)
+
+    async def _heartbeat(self) -> None:
+        period = self.config.heartbeat_s
+        if self.notifier.watchdog_s is not None:
+            period = min(period, self.notifier.watchdog_s / 2)
+        path = self.config.state_dir / "heartbeat"
+        while True:
+            active = self.supervisor.active_runs()
+            payload = {"pid": os.getpid(), "ts": time.time(), "active_runs": active}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(payload) + "\n")
+            tmp.replace(path)
+            messages = [f"STATUS={active} active runs"]
+            if self.notifier.watchdog_s is not None:
+                messages.insert(0, "WATCHDOG=1")
+            self.notifier.notify(*messages)
+            await trio.sleep(period)
+
+
+async def serve(config: Config) -> None:
+    store_path = config.state_dir / "codyd.db"
+    async with open_store(
+        store_path,
+        max_events_per_run=config.event_retention.max_events_per_run,
+        max_runs=config.event_retention.max_runs,
+    ) as store:
+        daemon = Daemon(config, store)
+        await daemon.run()
+    log.info("stopped")

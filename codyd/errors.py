@@ -1,0 +1,118 @@
+"""The codyd error family.
+
+Every error that can reach a client is a :class:`CodydError` subclass carrying the
+protocol ``code`` and whether a retry can help. They are raised anywhere and
+turned into an error response in exactly one place (the RPC dispatcher).
+This module imports nothing heavy: the ``codyctl`` client shares it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CodydError(Exception):
+    """An error with a protocol code, a message and optional structured data."""
+
+    code: ClassVar[str] = "internal"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data: dict[str, Any] = data
+
+    def to_wire(self) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.data:
+            error["data"] = self.data
+        return error
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, data={self.data!r})"
+
+
+class BadRequest(CodydError):
+    code = "bad_request"
+
+
+class UnknownMethod(CodydError):
+    code = "unknown_method"
+
+
+class InvalidParams(CodydError):
+    """A parameter is wrong; ``field`` is its dotted path."""
+
+    code = "invalid_params"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}", field=field)
+        self.field = field
+
+
+class NotFound(CodydError):
+    code = "not_found"
+
+
+class InvalidState(CodydError):
+    code = "invalid_state"
+
+    def __init__(self, message: str, state: str) -> None:
+        super().__init__(message, state=state)
+
+
+class Conflict(CodydError):
+    code = "conflict"
+
+
+class Unauthorized(CodydError):
+    code = "unauthorized"
+
+
+class FrameTooLarge(CodydError):
+    code = "frame_too_large"
+
+
+class Trimmed(CodydError):
+    code = "trimmed"
+
+    def __init__(self, message: str, oldest_seq: int) -> None:
+        super().__init__(message, oldest_seq=oldest_seq)
+
+
+class ShuttingDown(CodydError):
+    code = "shutting_down"
+    retryable = True
+
+
+class Overloaded(CodydError):
+    code = "overloaded"
+    retryable = True
+
+
+class Internal(CodydError):
+    code = "internal"
+    retryable = True
+
+
+ERROR_CLASSES: dict[str, type[CodydError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        UnknownMethod,
+        InvalidParams,
+        NotFound,
+        InvalidState,
+        Conflict,
+        Unauthorized,
+        FrameTooLarge,
+        Trimmed,
+        ShuttingDown,
+        Overloaded,
+        Internal,
+    )
+}

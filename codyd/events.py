@@ -1,0 +1,73 @@
+"""Events: the one record of everything that happens to a run (SPEC 3.2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# Lifecycle events only codyd itself may emit; agent output can never forge them.
+LIFECYCLE_TYPES = frozenset(
+    {
+        "run_queued",
+        "run_started",
+        "run_resumed",
+        "run_recovered",
+        "run_pausing",
+        "run_paused",
+        "run_cancelling",
+        "run_cancelled",
+        "run_completed",
+        "run_failed",
+        "run_interrupted",
+        "turn_started",
+        "turn_completed",
+    }
+)
+
+EVENT_TYPES = LIFECYCLE_TYPES | frozenset(
+    {
+        "subprocess_output",
+        "session_started",
+        "resume_mismatch",
+        "message",
+        "tool_call",
+        "command",
+        "file_read",
+        "file_written",
+        "file_deleted",
+        "log_updated",
+        "test_run_started",
+        "test_run_completed",
+        "token_usage",
+        "cost",
+        "completion_detected",
+        "stall_detected",
+        "signal_sent",
+        "lease_lost",
+        "control_received",
+        "warning",
+        "custom",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    gid: int
+    run_id: str
+    seq: int
+    ts: float
+    type: str
+    turn: int | None
+    data: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "gid": self.gid,
+            "run_id": self.run_id,
+            "ts": self.ts,
+            "type": self.type,
+            "turn": self.turn,
+            "data": self.data,
+        }

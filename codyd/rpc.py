@@ -1,0 +1,339 @@
+"""The methods of the socket protocol (SPEC 3.1): parameter checks and dispatch."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from codyd import __version__
+from codyd.errors import InvalidParams, NotFound, Trimmed, UnknownMethod
+from codyd.protocol import PROTOCOL_VERSION
+from codyd.runs.record import RunRecord
+from codyd.runs.state import Phase, State
+from codyd.server import Call
+
+if TYPE_CHECKING:
+    from codyd.daemon import Daemon
+
+LOG_CHUNK = 65536
+LOG_POLL_S = 0.1
+MAX_LIST_LIMIT = 1000
+
+
+# -- parameter checks: each names the field and what was expected --------------------------
+
+
+def allow_only(params: Mapping[str, Any], *names: str) -> None:
+    for key in params:
+        if key not in names:
+            raise InvalidParams(
+                key, f"unknown parameter; expected one of {', '.join(names) or 'none'}"
+            )
+
+
+def opt_int(
+    params: Mapping[str, Any], name: str, minimum: int = 0, maximum: int = 2**63 - 1
+) -> int | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise InvalidParams(name, f"expected an integer from {minimum} to {maximum}, got {value!r}")
+    return value
+
+
+def opt_bool(params: Mapping[str, Any], name: str) -> bool:
+    value = params.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidParams(name, f"expected true or false, got {value!r}")
+    return value
+
+
+def opt_str(params: Mapping[str, Any], name: str, max_len: int = 1000) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise InvalidParams(name, f"expected a string of at most {max_len} characters")
+    return value
+
+
+def opt_str_list(
+    params: Mapping[str, Any], name: str, allowed: frozenset[str] | None = None
+) -> list[str]:
+    value = params.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidParams(name, "expected a list of strings")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or (allowed is not None and item not in allowed):
+            expected = f"one of {', '.join(sorted(allowed))}" if allowed else "a string"
+            raise InvalidParams(f"{name}.{index}", f"expected {expected}, got {item!r}")
+    return value
+
+
+# -- the methods --------------------------------------------------------------------------------
+
+
+class Methods:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.supervisor = daemon.supervisor
+        self.store = daemon.store
+        self.table: dict[str, Callable[[Call, Mapping[str, Any]], Awaitable[Any]]] = {
+            "daemon.hello": self.hello,
+            "daemon.ping": self.ping,
+            "daemon.info": self.info,
+            "daemon.shutdown": self.shutdown,
+            "run.start": self.start,
+            "run.status": self.status,
+            "run.get": self.status,
+            "run.list": self.list_runs,
+            "run.pause": self.pause,
+            "run.resume": self.resume,
+            "run.cancel": self.cancel,
+            "run.events": self.events,
+            "run.logs": self.logs,
+            "rpc.cancel": self.rpc_cancel,
+        }
+
+    async def dispatch(self, call: Call) -> Any:
+        method = self.table.get(call.request.method)
+        if method is None:
+            raise UnknownMethod(f"unknown method {call.request.method!r}")
+        return await method(call, call.request.params)
+
+    # daemon.*
+
+    async def hello(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "protocol", "client")
+        protocol = params.get("protocol")
+        if protocol != PROTOCOL_VERSION or isinstance(protocol, bool):
+            raise InvalidParams("protocol", f"expected {PROTOCOL_VERSION}, got {protocol!r}")
+        opt_str(params, "client")
+        return {
+            "server": "codyd",
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "node": self.daemon.config.node,
+            "pid": os.getpid(),
+        }
+
+    async def ping(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params)
+        return {"pong": True, "time": time.time()}
+
+    async def info(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params)
+        return self.daemon.info()
+
+    async def shutdown(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params)
+        self.daemon.request_shutdown("daemon.shutdown")
+        return {"ok": True}
+
+    # run.* control
+
+    async def start(self, call: Call, params: Mapping[str, Any]) -> Any:
+        return await self.supervisor.start(dict(params))
+
+    async def status(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id")
+        record = self.supervisor.get(params.get("run_id"))
+        await self.store.sync()
+        return record.snapshot()
+
+    async def pause(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "reason", "now")
+        reason = opt_str(params, "reason")
+        now = opt_bool(params, "now")
+        return await self.supervisor.pause(params.get("run_id"), reason, now)
+
+    async def resume(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id")
+        return await self.supervisor.resume(params.get("run_id"))
+
+    async def cancel(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "reason")
+        reason = opt_str(params, "reason")
+        return await self.supervisor.cancel(params.get("run_id"), reason)
+
+    async def list_runs(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "states", "labels", "limit", "cursor")
+        states = set(opt_str_list(params, "states", frozenset(s.value for s in State)))
+        labels = params.get("labels") or {}
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            raise InvalidParams("labels", "expected a map of strings to strings")
+        limit = opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 100
+        cursor = opt_str(params, "cursor")
+        position = _parse_cursor(cursor) if cursor else None
+        records = sorted(self.store.runs.values(), key=_list_key, reverse=True)
+        page: list[RunRecord] = []
+        for record in records:
+            if position is not None and _list_key(record) >= position:
+                continue
+            if states and record.state.value not in states:
+                continue
+            if any(record.spec.labels.get(k) != v for k, v in labels.items()):
+                continue
+            page.append(record)
+            if len(page) > limit:
+                break
+        more = len(page) > limit
+        page = page[:limit]
+        next_cursor = f"{page[-1].created_at!r}/{page[-1].run_id}" if more and page else None
+        await self.store.sync()
+        return {"runs": [r.summary() for r in page], "cursor": next_cursor}
+
+    # streams
+
+    async def events(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "after", "follow", "types")
+        run_id = params.get("run_id")
+        record = self.supervisor.get(run_id) if run_id is not None else None
+        after = opt_int(params, "after")
+        follow = opt_bool(params, "follow")
+        types = opt_str_list(params, "types") or None
+        call.is_stream = True
+        await self.store.sync()
+        if record is not None:
+            cursor = _start_cursor(
+                after, record.last_seq, record.oldest_seq, f"run {record.run_id}"
+            )
+        else:
+            oldest = await self.store.oldest_gid()
+            cursor = _start_cursor(after, self.store.committed_gid, oldest, "all runs")
+        return await self._follow_events(call, record, cursor, types, follow)
+
+    async def _follow_events(
+        self,
+        call: Call,
+        record: RunRecord | None,
+        cursor: int,
+        types: list[str] | None,
+        follow: bool,
+    ) -> dict[str, Any]:
+        store = self.store
+        finish_at_gid: int | None = None
+        while True:
+            batch = await store.read_events(record.run_id if record else None, cursor, types)
+            for event in batch:
+                await call.send_item("event", event.to_wire())
+                cursor = event.seq if record is not None else event.gid
+            if call.end_reason is not None:
+                return {"end": call.end_reason, "last_seq": cursor}
+            if batch:
+                continue
+            if not follow:
+                return {"end": "caught_up", "last_seq": cursor}
+            if record is not None and record.terminal:
+                # Finished once a read made after the final event's commit found nothing.
+                if finish_at_gid is not None and store.committed_gid >= finish_at_gid:
+                    return {"end": "finished", "last_seq": cursor}
+                finish_at_gid = store.next_gid - 1
+                if store.committed_gid >= finish_at_gid:
+                    continue
+            if self.daemon.stopping:
+                call.end("shutdown")
+                continue
+            fired = await call.wait(store.wait_committed, self.daemon.config.keepalive_s)
+            if not fired and call.end_reason is None:
+                await call.send_item("keepalive", True)
+
+    async def logs(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "turn", "stream", "offset", "follow")
+        record = self.supervisor.get(params.get("run_id"))
+        turn = opt_int(params, "turn", 1)
+        if turn is None:
+            turn = record.current_turn
+        stream = params.get("stream", "stdout") or "stdout"
+        if stream not in ("stdout", "stderr"):
+            raise InvalidParams("stream", f"expected 'stdout' or 'stderr', got {stream!r}")
+        offset = opt_int(params, "offset") or 0
+        follow = opt_bool(params, "follow")
+        call.is_stream = True
+        if turn == 0 or turn > record.current_turn:
+            raise NotFound(f"run {record.run_id} has no turn {turn} yet")
+        path = self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log"
+        while True:
+            offset = await self._send_log(call, path, turn, stream, offset)
+            if call.end_reason is not None:
+                return {"end": call.end_reason, "last_seq": record.last_seq}
+            if not follow:
+                return {"end": "caught_up", "last_seq": record.last_seq}
+            if _turn_over(record, turn):
+                offset = await self._send_log(call, path, turn, stream, offset)
+                return {"end": "turn_finished", "last_seq": record.last_seq}
+            if self.daemon.stopping:
+                call.end("shutdown")
+                continue
+            await call.wait(trio.sleep_forever, LOG_POLL_S)
+
+    async def _send_log(self, call: Call, path: Path, turn: int, stream: str, offset: int) -> int:
+        while call.end_reason is None:
+            data = _read_chunk(path, offset)
+            if not data:
+                break
+            await call.send_item(
+                "chunk", {"turn": turn, "stream": stream, "offset": offset, "data": data}
+            )
+            offset += len(data)
+        return offset
+
+    async def rpc_cancel(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "id")
+        target_id = opt_int(params, "id")
+        if target_id is None:
+            raise InvalidParams("id", "expected the id of a request in flight")
+        target = call.connection.calls.get(target_id)
+        if target is None:
+            raise NotFound(f"no request {target_id} in flight on this connection")
+        if target.is_stream:
+            target.end("cancelled")
+        return {"ok": True}
+
+
+def _start_cursor(after: int | None, newest: int, oldest: int, what: str) -> int:
+    """Where a stream starts: after ``newest`` (only new events), or after the client's cursor."""
+    if after is None:
+        return newest
+    if after == 0:
+        return max(0, oldest - 1)
+    if after < oldest - 1:
+        raise Trimmed(f"events of {what} before {oldest} were trimmed", oldest_seq=oldest)
+    return after
+
+
+def _turn_over(record: RunRecord, turn: int) -> bool:
+    return record.current_turn > turn or record.phase is not Phase.IN_TURN
+
+
+def _read_chunk(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return b""
+
+
+def _list_key(record: RunRecord) -> tuple[float, str]:
+    return (record.created_at, record.run_id)
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str]:
+    created, _, run_id = cursor.partition("/")
+    try:
+        return (float(created), run_id)
+    except ValueError:
+        raise InvalidParams("cursor", "expected a cursor returned by run.list") from None

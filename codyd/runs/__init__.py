@@ -1,0 +1,1 @@
+"""Runs: their state machine, records, supervisor and turns."""

@@ -1,0 +1,448 @@
+"""The run driver: one task that drives a running run turn after turn (SPEC 2.2–2.7)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from codyd.agents import adapter_for
+from codyd.runs.output import OutputThrottle
+from codyd.runs.prompt import PromptError, build_prompt
+from codyd.runs.record import RunRecord, Tokens
+from codyd.runs.state import Phase, State
+from codyd.runs.turn import Turn, TurnHooks, TurnPlan, TurnResult, agent_environment
+from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.sentinel import parse_sentinel
+from codyd.telemetry.test_summary import TestSummaryDetector
+
+if TYPE_CHECKING:
+    from codyd.runs.supervisor import Supervisor
+
+log = structlog.get_logger("codyd.run")
+
+FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
+MAX_BACKOFF_S = 300.0
+ACTIVITY_SAVE_S = 2.0
+
+
+class RunDriver:
+    def __init__(self, supervisor: Supervisor, record: RunRecord) -> None:
+        self.supervisor = supervisor
+        self.store = supervisor.store
+        self.config = supervisor.config
+        self.record = record
+        self.spec = record.spec
+        self.adapter = adapter_for(record.spec.agent)
+        self.turn: Turn | None = None
+        self.interrupted = False
+        self._wake = trio.Event()
+        self._throttle = OutputThrottle()
+        self._output_waiting = trio.Event()
+        self._pattern = (
+            re.compile(self.spec.completion.pattern) if self.spec.completion.pattern else None
+        )
+        self._detectors: dict[str, TestSummaryDetector] = {}
+        self._activity_saved = 0.0
+        self._turn_tokens = Tokens()
+        self._turn_cost = 0.0
+
+    # -- control from outside ----------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop_turn(self, outcome: str) -> None:
+        if self.turn is not None:
+            self.turn.request_stop(outcome)
+        self.wake()
+
+    def interrupt(self) -> None:
+        """Daemon shutdown: stop the live turn, leave the run non-terminal."""
+        self.interrupted = True
+        self.stop_turn("interrupted")
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def drive(self) -> None:
+        record = self.record
+        try:
+            while record.state is State.RUNNING and not self.interrupted:
+                if self._finish_if_done(before_turn=True):
+                    break
+                result = await self._one_turn()
+                if self._after_turn(result):
+                    break
+                if record.consecutive_failures and record.state is State.RUNNING:
+                    await self._backoff()
+            self._settle()
+        finally:
+            record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
+            self.store.save(record)
+            self.supervisor.driver_done(self)
+
+    def _settle(self) -> None:
+        """Apply a pause or cancel that arrived while a turn was ending."""
+        record = self.record
+        if record.state is State.PAUSING:
+            self._set_paused()
+        elif record.state is State.CANCELLING:
+            self.store.compare_and_set(
+                record,
+                {State.CANCELLING},
+                State.CANCELLED,
+                (
+                    "run_cancelled",
+                    {"reason": self.supervisor.cancel_reasons.pop(record.run_id, None)},
+                ),
+                phase=Phase.IDLE,
+            )
+
+    def _set_paused(self) -> None:
+        self.store.compare_and_set(
+            self.record,
+            {State.PAUSING, State.RUNNING},
+            State.PAUSED,
+            ("run_paused", {"reason": self.supervisor.pause_reasons.get(self.record.run_id)}),
+            phase=Phase.IDLE,
+            paused_since=time.time(),
+        )
+
+    async def _backoff(self) -> None:
+        record = self.record
+        delay = min(
+            MAX_BACKOFF_S, self.spec.retry_backoff_s * 2 ** (record.consecutive_failures - 1)
+        )
+        record.phase = Phase.BACKOFF
+        self.store.save(record)
+        self._wake = trio.Event()
+        with trio.move_on_after(delay):
+            await self._wake.wait()
+        if record.phase is Phase.BACKOFF:
+            record.phase = Phase.BETWEEN_TURNS
+
+    # -- one turn ----------------------------------------------------------------------------
+
+    async def _one_turn(self) -> TurnResult:
+        record = self.record
+        n = record.current_turn + 1
+        try:
+            prompt = build_prompt(self.spec)
+        except PromptError as exc:
+            prompt = None
+            prompt_error = str(exc)
+        session = record.session_id if self.spec.resume_session else None
+        agent_config = self.config.agents.get(self.spec.agent)
+        argv = self.adapter.argv(self.spec, agent_config, session)
+        plan = TurnPlan(
+            run_id=record.run_id,
+            n=n,
+            argv=argv,
+            cwd=self.spec.workspace,
+            env=agent_environment(
+                dict(os.environ), dict(self.spec.env), record.run_id, n, self.spec.workspace
+            ),
+            prompt=prompt.text if prompt else b"",
+            turn_dir=self.supervisor.turn_dir(record.run_id, n),
+            max_log_bytes=self.config.max_turn_log_bytes,
+            max_line_bytes=self.config.max_line_bytes,
+            turn_timeout_s=self.spec.turn_timeout_s,
+            stall_timeout_s=self.spec.stall_timeout_s,
+            sigkill_delay_s=self.spec.sigkill_delay_s,
+        )
+        turn = Turn(
+            plan,
+            TurnHooks(
+                on_started=lambda pid: self._turn_started(turn, pid, argv, session),
+                on_line=self._on_line,
+                on_activity=self._on_activity,
+                on_event=lambda type_, data: self._emit(type_, data),
+                backpressure=self.store.backpressure,
+            ),
+        )
+        # Synchronously, with no checkpoint since the state check: a pause or cancel
+        # arriving from now on finds the turn and stops it.
+        self.turn = turn
+        record.current_turn = n
+        record.phase = Phase.IN_TURN
+        self._turn_tokens = Tokens()
+        self._turn_cost = 0.0
+        self._detectors = {}
+        self.store.save(record)
+        if prompt is None:
+            self._warn(prompt_error)
+            result = TurnResult("error", None, 0, error_message=prompt_error)
+        else:
+            for warning in prompt.warnings:
+                self._warn(warning)
+            result = await self._run_with_output(turn)
+        self.turn = None
+        return result
+
+    async def _run_with_output(self, turn: Turn) -> TurnResult:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_output)
+            deadline = self._duration_deadline()
+            with trio.CancelScope() as scope:
+                if deadline is not None:
+                    nursery.start_soon(self._duration_watch, turn, deadline, scope)
+                result = await turn.run()
+            nursery.cancel_scope.cancel()
+        for stream, detector in self._detectors.items():
+            for summary in detector.flush():
+                self._test_summary(summary.to_data(), stream)
+        await self._flush_output()
+        return result
+
+    async def _duration_watch(self, turn: Turn, deadline: float, scope: trio.CancelScope) -> None:
+        await trio.sleep_until(deadline)
+        turn.request_stop("aborted")
+
+    def _duration_deadline(self) -> float | None:
+        limit = self.spec.budget.max_duration_s
+        if limit is None:
+            return None
+        return trio.current_time() + max(0.0, limit - self._run_seconds())
+
+    def _run_seconds(self) -> float:
+        record = self.record
+        if record.started_at is None:
+            return 0.0
+        return time.time() - record.started_at - record.paused_total_s
+
+    def _turn_started(self, turn: Turn, pid: int, argv: list[str], session: str | None) -> None:
+        record = self.record
+        record.pid = pid
+        self.store.save_turn(
+            record.run_id, turn.plan.n, started_at=time.time(), pid=pid, pid_start_ticks=_ticks(pid)
+        )
+        self._emit("turn_started", {"pid": pid, "argv": argv, "session_id": session})
+        log.info("turn started", run_id=record.run_id, turn=turn.plan.n, pid=pid)
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def _emit(self, type_: str, data: dict[str, Any]) -> None:
+        record = self.record
+        record.stats.account(type_, data)
+        if type_ == "token_usage":
+            self._turn_tokens.add(Tokens(data["input"], data["output"], data["cached"]))
+        elif type_ == "cost":
+            self._turn_cost += data["usd"]
+        self.store.append(record, type_, data, turn=record.current_turn or None)
+
+    def _warn(self, message: str) -> None:
+        self._emit("warning", {"message": message})
+
+    def _on_activity(self) -> None:
+        now = time.time()
+        if now - self._activity_saved >= ACTIVITY_SAVE_S:
+            self._activity_saved = now
+            self.record.last_activity = now
+            self.store.save(self.record)
+
+    def _on_line(self, stream: str, raw: bytes, split: bool) -> None:
+        text = raw.decode("utf-8", "replace")
+        if not split and "__cody_event__" in text:
+            sentinel = parse_sentinel(text)
+            if sentinel is not None:
+                if sentinel.type == "test_run_completed":
+                    self.record.sentinel_tests = True
+                self._emit(sentinel.type, sentinel.data)
+                return
+        parsed = (
+            self.adapter.parse_stdout(text)
+            if stream == "stdout"
+            else self.adapter.parse_stderr(text)
+        )
+        for type_, data in parsed.events:
+            self._emit(type_, data)
+        if parsed.session_id is not None:
+            self._session_seen(parsed.session_id)
+        plain = strip_ansi(text) if "\x1b" in text else text
+        if not self.record.sentinel_tests:
+            detector = self._detectors.setdefault(stream, TestSummaryDetector())
+            for summary in detector.feed(plain):
+                self._test_summary(summary.to_data(), stream)
+        if self._pattern is not None and not self.record.completion_detected:
+            candidate = parsed.message_text if self.spec.agent != "command" else plain
+            if candidate is not None:
+                self._match_pattern(candidate)
+        if not parsed.consumed:
+            self._throttle.add(stream, text if split else text + "\n")
+            self._output_waiting.set()
+
+    def _test_summary(self, data: dict[str, Any], stream: str) -> None:
+        if not self.record.sentinel_tests:
+            self._emit("test_run_completed", data)
+
+    def _match_pattern(self, text: str) -> None:
+        assert self._pattern is not None
+        for line in text.splitlines() or [text]:
+            if self._pattern.search(line):
+                record = self.record
+                record.completion_detected = True
+                record.completion_reason = "pattern"
+                record.completion_line = line[:4096]
+                self.store.save(record)
+                return
+
+    def _session_seen(self, session_id: str) -> None:
+        record = self.record
+        if session_id != record.session_id:
+            record.session_id = session_id
+            self._emit("session_started", {"session_id": session_id})
+
+    async def _pump_output(self) -> None:
+        while True:
+            await self._output_waiting.wait()
+            await trio.sleep_until(_monotonic_to_trio(self._throttle.next_due()))
+            self._emit_output()
+            self._output_waiting = trio.Event()
+            if self._throttle.has_pending():
+                self._output_waiting.set()
+
+    async def _flush_output(self) -> None:
+        while self._throttle.has_pending():
+            await trio.sleep_until(_monotonic_to_trio(self._throttle.next_due()))
+            self._emit_output()
+
+    def _emit_output(self) -> None:
+        data = self._throttle.take(time.monotonic())
+        if data is not None:
+            self.store.append(self.record, "subprocess_output", data, turn=self.record.current_turn)
+
+    # -- after a turn ---------------------------------------------------------------------------
+
+    def _after_turn(self, result: TurnResult) -> bool:
+        """Record the turn's end; True when the driver should stop driving."""
+        record = self.record
+        record.pid = None
+        record.stats.turns += 1
+        failed = result.outcome in FAILED_OUTCOMES
+        if failed:
+            record.stats.failed_turns += 1
+            record.consecutive_failures += 1
+        elif result.outcome == "ok":
+            record.consecutive_failures = 0
+        self.store.save_turn(
+            record.run_id,
+            record.current_turn,
+            ended_at=time.time(),
+            outcome=result.outcome,
+            exit_code=result.exit_code,
+        )
+        self._emit(
+            "turn_completed",
+            {
+                "outcome": result.outcome,
+                "exit_code": result.exit_code,
+                "duration_ms": result.duration_ms,
+                "tokens": self._turn_tokens.to_wire(),
+                "cost_usd": self._turn_cost,
+                "stderr_tail": result.stderr_tail,
+            },
+        )
+        log.info(
+            "turn completed",
+            run_id=record.run_id,
+            turn=record.current_turn,
+            outcome=result.outcome,
+            exit_code=result.exit_code,
+        )
+        record.phase = Phase.BETWEEN_TURNS
+        if result.outcome == "interrupted" or self.interrupted:
+            self.store.append(
+                record, "run_interrupted", {"reason": "shutdown"}, turn=record.current_turn
+            )
+            return True
+        if record.state is not State.RUNNING:
+            return True
+        if self._finish_if_done(before_turn=False):
+            return True
+        if result.fatal or (
+            failed and record.consecutive_failures >= self.spec.max_consecutive_failures
+        ):
+            message = result.error_message or f"turn {record.current_turn} ended {result.outcome}"
+            if result.exit_code is not None and not result.error_message:
+                message += f" (exit code {result.exit_code})"
+            self._fail(result.outcome, message, retryable=not result.fatal)
+            return True
+        return False
+
+    def _finish_if_done(self, before_turn: bool) -> bool:
+        """Complete or fail the run if a completion condition or a budget says so."""
+        record = self.record
+        reason: str | None = None
+        if record.completion_detected:
+            reason = record.completion_reason or "pattern"
+        elif self._stop_file_present():
+            reason = "stop_file"
+        elif record.current_turn >= self.spec.max_turns and not before_turn:
+            reason = "max_turns"
+        if reason is not None:
+            line = record.completion_line if reason == "pattern" else None
+            record.completion_detected = True
+            record.completion_reason = reason
+            self._emit("completion_detected", {"reason": reason, "line": line})
+            self.store.compare_and_set(
+                record,
+                {State.RUNNING},
+                State.COMPLETED,
+                ("run_completed", {"reason": reason, "line": line}),
+                phase=Phase.IDLE,
+            )
+            return True
+        exceeded = self._budget_exceeded()
+        if exceeded is not None:
+            self._fail("budget_exceeded", exceeded, retryable=False)
+            return True
+        return False
+
+    def _budget_exceeded(self) -> str | None:
+        budget = self.spec.budget
+        stats = self.record.stats
+        if budget.max_cost_usd is not None and stats.cost_usd >= budget.max_cost_usd:
+            return (
+                f"cost {stats.cost_usd:.4f} USD reached budget.max_cost_usd={budget.max_cost_usd}"
+            )
+        if budget.max_tokens is not None and stats.tokens.total >= budget.max_tokens:
+            return f"{stats.tokens.total} tokens reached budget.max_tokens={budget.max_tokens}"
+        if budget.max_duration_s is not None and self._run_seconds() >= budget.max_duration_s:
+            return f"run time reached budget.max_duration_s={budget.max_duration_s}"
+        return None
+
+    def _stop_file_present(self) -> bool:
+        name = self.spec.completion.stop_file
+        if name is None:
+            return False
+        try:
+            mtime = self.spec.resolve(name).stat().st_mtime
+        except OSError:
+            return False
+        return mtime >= self.record.created_at - 1.0
+
+    def _fail(self, code: str, message: str, retryable: bool) -> None:
+        error = {"code": code, "message": message, "retryable": retryable}
+        self.store.compare_and_set(
+            self.record,
+            {State.RUNNING},
+            State.FAILED,
+            ("run_failed", {"error": error}),
+            error=error,
+            phase=Phase.IDLE,
+        )
+
+
+def _ticks(pid: int) -> int | None:
+    from codyd.runs.procs import start_ticks
+
+    return start_ticks(pid)
+
+
+def _monotonic_to_trio(when: float) -> float:
+    """Convert a time.monotonic() instant to trio's clock."""
+    return trio.current_time() + (when - time.monotonic())

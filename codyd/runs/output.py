@@ -1,0 +1,162 @@
+"""The output pipeline of a turn: bytes → capped log file, lines, paced output events.
+
+Each piece is a small object with one job, tested alone: :class:`CappedLog`
+keeps the complete output on disk, :class:`LineSplitter` cuts bytes into lines
+(splitting absurdly long ones), :class:`OutputThrottle` paces and coalesces
+``subprocess_output`` events (SPEC 2.6).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OUTPUT_INTERVAL_S = 0.1
+OUTPUT_TEXT_BYTES = 2048
+
+
+class CappedLog:
+    """An append-only log file that stops growing at ``cap`` bytes and says so once."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.path = path
+        self.cap = cap
+        self.written = 0
+        self.dropped = 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+    def write(self, data: bytes) -> None:
+        room = self.cap - self.written
+        if room > 0:
+            chunk = data[:room]
+            self._write_all(chunk)
+            self.written += len(chunk)
+        self.dropped += max(0, len(data) - max(room, 0))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        if self.dropped:
+            self._write_all(
+                f"\n[codyd: log capped at {self.cap} bytes; "
+                f"{self.dropped} bytes dropped]\n".encode(),
+            )
+        os.close(self._fd)
+        self._fd = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: bytes
+    split: bool  # True when the line was cut at max_line_bytes (more of it follows)
+
+
+class LineSplitter:
+    """Cuts a byte stream into lines; a line longer than ``max_line_bytes`` is split."""
+
+    def __init__(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        self._partial = bytearray()
+
+    def feed(self, data: bytes) -> list[Line]:
+        lines: list[Line] = []
+        start = 0
+        while True:
+            end = data.find(b"\n", start)
+            if end < 0:
+                break
+            if self._partial:
+                self._partial += data[start:end]
+                whole = bytes(self._partial)
+                self._partial.clear()
+            else:
+                whole = data[start:end]
+            lines.extend(self._cut(whole, final=True))
+            start = end + 1
+        if start < len(data):
+            self._partial += data[start:]
+            if len(self._partial) > self.max_line_bytes:
+                pending = bytes(self._partial)
+                self._partial.clear()
+                cut = self._cut(pending, final=False)
+                self._partial += cut.pop().text
+                lines.extend(cut)
+        return lines
+
+    def _cut(self, line: bytes, final: bool) -> list[Line]:
+        size = self.max_line_bytes
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        pieces = [line[i : i + size] for i in range(0, len(line), size)] or [b""]
+        result = [Line(piece, split=True) for piece in pieces[:-1]]
+        result.append(Line(pieces[-1], split=not final))
+        return result
+
+    def flush(self) -> list[Line]:
+        if not self._partial:
+            return []
+        rest = bytes(self._partial)
+        self._partial.clear()
+        return self._cut(rest, final=True)
+
+
+def _utf8_prefix(data: bytes, limit: int) -> bytes:
+    """The longest prefix of ``data`` of at most ``limit`` bytes that ends on a character."""
+    if len(data) <= limit:
+        return data
+    end = limit
+    while end > 0 and (data[end] & 0xC0) == 0x80:
+        end -= 1
+    return data[:end]
+
+
+class OutputThrottle:
+    """Coalesces output into events at most ``max_bytes`` long and ``interval`` apart.
+
+    Pending text is kept per stream; bytes that do not fit the next event are
+    counted in its ``dropped_bytes``. The caller decides when an event is due
+    (see :meth:`next_due`) so timing stays in one place.
+    """
+
+    def __init__(self, interval: float = OUTPUT_INTERVAL_S, max_bytes: int = OUTPUT_TEXT_BYTES):
+        self.interval = interval
+        self.max_bytes = max_bytes
+        self.last_emit = float("-inf")
+        self._pending: dict[str, bytearray] = {}
+        self._dropped: dict[str, int] = {}
+
+    def add(self, stream: str, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        buffer = self._pending.setdefault(stream, bytearray())
+        room = self.max_bytes - len(buffer)
+        kept = _utf8_prefix(data, max(room, 0))
+        buffer += kept
+        dropped = len(data) - len(kept)
+        if dropped:
+            self._dropped[stream] = self._dropped.get(stream, 0) + dropped
+
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def next_due(self) -> float:
+        return self.last_emit + self.interval
+
+    def take(self, now: float) -> dict[str, Any] | None:
+        """The next event's data (oldest stream first), or None if nothing waits."""
+        if not self._pending:
+            return None
+        stream = next(iter(self._pending))
+        buffer = self._pending.pop(stream)
+        data: dict[str, Any] = {"stream": stream, "text": buffer.decode("utf-8", "replace")}
+        dropped = self._dropped.pop(stream, 0)
+        if dropped:
+            data["dropped_bytes"] = dropped
+        self.last_emit = now
+        return data

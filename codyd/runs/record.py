@@ -1,0 +1,172 @@
+"""The stored record of one run, and the snapshot it shows to clients (SPEC 2.3)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from codyd.runs.state import TERMINAL, Phase, State
+from codyd.spec import RunSpec
+
+
+@dataclass(slots=True)
+class Tokens:
+    input: int = 0
+    output: int = 0
+    cached: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output
+
+    def add(self, other: Tokens) -> None:
+        self.input += other.input
+        self.output += other.output
+        self.cached += other.cached
+
+    def to_wire(self) -> dict[str, int]:
+        return {"input": self.input, "output": self.output, "cached": self.cached}
+
+
+@dataclass(slots=True)
+class Stats:
+    turns: int = 0
+    failed_turns: int = 0
+    tokens: Tokens = field(default_factory=Tokens)
+    cost_usd: float = 0.0
+    files_read: int = 0
+    files_written: int = 0
+    files_deleted: int = 0
+    test_runs: int = 0
+    tests_passed: int = 0
+    tests_failed: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "turns": self.turns,
+            "failed_turns": self.failed_turns,
+            "tokens": {**self.tokens.to_wire(), "total": self.tokens.total},
+            "cost_usd": self.cost_usd,
+            "files": {
+                "read": self.files_read,
+                "written": self.files_written,
+                "deleted": self.files_deleted,
+            },
+            "tests": {
+                "runs": self.test_runs,
+                "passed": self.tests_passed,
+                "failed": self.tests_failed,
+            },
+        }
+
+    def account(self, type_: str, data: dict[str, Any]) -> None:
+        """Add what one telemetry event reports (its data already normalized)."""
+        if type_ == "token_usage":
+            self.tokens.add(Tokens(data["input"], data["output"], data["cached"]))
+        elif type_ == "cost":
+            self.cost_usd += data["usd"]
+        elif type_ == "file_read":
+            self.files_read += 1
+        elif type_ == "file_written":
+            self.files_written += 1
+        elif type_ == "file_deleted":
+            self.files_deleted += 1
+        elif type_ == "test_run_completed":
+            self.test_runs += 1
+            self.tests_passed += data["passed"]
+            self.tests_failed += data["failed"]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Stats:
+        tokens = Tokens(**data.pop("tokens", {}))
+        return cls(tokens=tokens, **data)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """Everything codyd keeps about a run. Changed only through the store."""
+
+    spec: RunSpec
+    node: str
+    created_at: float
+    state: State = State.QUEUED
+    phase: Phase = Phase.IDLE
+    started_at: float | None = None
+    updated_at: float | None = None
+    finished_at: float | None = None
+    last_activity: float | None = None
+    pid: int | None = None
+    current_turn: int = 0
+    session_id: str | None = None
+    stats: Stats = field(default_factory=Stats)
+    completion_detected: bool = False
+    completion_reason: str | None = None
+    completion_line: str | None = None
+    error: dict[str, Any] | None = None
+    last_seq: int = 0
+    oldest_seq: int = 1
+    consecutive_failures: int = 0
+    # Once a sentinel reported test results, text summaries are no longer counted (SPEC 2.6).
+    sentinel_tests: bool = False
+    # Seconds spent paused, so budget.max_duration_s counts running time only.
+    paused_total_s: float = 0.0
+    paused_since: float | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def snapshot(self) -> dict[str, Any]:
+        summary = self.summary()
+        summary["labels"] = dict(self.spec.labels)
+        return summary
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "name": self.spec.name,
+            "state": self.state.value,
+            "phase": self.phase.value,
+            "workspace": self.spec.workspace,
+            "agent": self.spec.agent,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+            "last_activity": self.last_activity,
+            "pid": self.pid,
+            "current_turn": self.current_turn,
+            "session_id": self.session_id,
+            "stats": self.stats.to_wire(),
+            "completion": {
+                "detected": self.completion_detected,
+                "reason": self.completion_reason,
+                "line": self.completion_line,
+            },
+            "error": self.error,
+            "node": self.node,
+            "last_seq": self.last_seq,
+        }
+
+    def to_store(self) -> dict[str, Any]:
+        data = {
+            name: getattr(self, name) for name in self.__slots__ if name not in ("spec", "stats")
+        }
+        data["state"] = self.state.value
+        data["phase"] = self.phase.value
+        data["stats"] = asdict(self.stats)
+        data["spec"] = self.spec.to_wire(redact_env=False)
+        return data
+
+    @classmethod
+    def from_store(cls, data: dict[str, Any]) -> RunRecord:
+        data = dict(data)
+        spec = RunSpec.from_wire(data.pop("spec"))
+        stats = Stats.from_dict(data.pop("stats"))
+        state = State(data.pop("state"))
+        phase = Phase(data.pop("phase"))
+        return cls(spec=spec, stats=stats, state=state, phase=phase, **data)

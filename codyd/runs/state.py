@@ -1,0 +1,46 @@
+"""The run state machine (SPEC 2.2): which state may follow which."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSING = "pausing"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    IN_TURN = "in_turn"
+    BETWEEN_TURNS = "between_turns"
+    BACKOFF = "backoff"
+
+
+TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
+# Every transition codyd ever makes. Anything else is a bug, refused by the store's
+# compare-and-set. "paused -> queued" is codyd's choice for a resume that finds every
+# slot of max_active_runs taken: the run waits its turn like a new one.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.QUEUED: frozenset({State.RUNNING, State.PAUSED, State.CANCELLING, State.CANCELLED}),
+    State.RUNNING: frozenset(
+        {State.PAUSING, State.PAUSED, State.CANCELLING, State.COMPLETED, State.FAILED}
+    ),
+    State.PAUSING: frozenset({State.RUNNING, State.PAUSED, State.CANCELLING, State.FAILED}),
+    State.PAUSED: frozenset({State.RUNNING, State.QUEUED, State.CANCELLING, State.CANCELLED}),
+    State.CANCELLING: frozenset({State.CANCELLED}),
+    State.CANCELLED: frozenset(),
+    State.COMPLETED: frozenset(),
+    State.FAILED: frozenset(),
+}
+
+
+def can_transition(current: State, target: State) -> bool:
+    return target in TRANSITIONS[current]

@@ -1,0 +1,342 @@
+"""The supervisor: every run's life, from start to its terminal state.
+
+It owns the run drivers (one task per running run, in one nursery), the queue
+of runs waiting for a slot of ``max_active_runs``, the control calls (pause,
+resume, cancel), start-up recovery and the stop of every turn at shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from codyd.config import Config
+from codyd.errors import Conflict, InvalidParams, InvalidState, NotFound, ShuttingDown
+from codyd.runs import procs
+from codyd.runs.driver import RunDriver
+from codyd.runs.record import RunRecord
+from codyd.runs.state import TERMINAL, Phase, State
+from codyd.spec import parse_run_spec, validate_run_id
+from codyd.store import Store
+
+log = structlog.get_logger("codyd.supervisor")
+
+ACTIVE = frozenset({State.RUNNING, State.PAUSING, State.CANCELLING})
+
+
+class Supervisor:
+    def __init__(self, store: Store, config: Config) -> None:
+        self.store = store
+        self.config = config
+        self.drivers: dict[str, RunDriver] = {}
+        self.queue: deque[str] = deque()
+        self.shutting_down = False
+        self.pause_reasons: dict[str, str | None] = {}
+        self.cancel_reasons: dict[str, str | None] = {}
+        self._nursery: trio.Nursery | None = None
+        self._all_done = trio.Event()
+        self._all_done.set()
+
+    def turn_dir(self, run_id: str, n: int) -> Path:
+        return self.config.state_dir / "runs" / run_id / "turns" / str(n)
+
+    # -- the task ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._recover()
+            self._fill_slots()
+            task_status.started()
+            await trio.sleep_forever()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop every live turn (outcome interrupted) and wait for the drivers to end."""
+        self.shutting_down = True
+        self.queue.clear()
+        for driver in list(self.drivers.values()):
+            driver.interrupt()
+        with trio.move_on_after(grace_s):
+            await self._all_done.wait()
+        await self.store.sync()
+
+    def max_sigkill_delay(self) -> float:
+        return max((d.spec.sigkill_delay_s for d in self.drivers.values()), default=0.0)
+
+    # -- lookups ----------------------------------------------------------------------------------
+
+    def get(self, run_id: Any) -> RunRecord:
+        run_id = validate_run_id(run_id)
+        record = self.store.runs.get(run_id)
+        if record is None:
+            raise NotFound(f"no run {run_id!r}", run_id=run_id)
+        return record
+
+    def _refuse_if_shutting_down(self) -> None:
+        if self.shutting_down:
+            raise ShuttingDown("codyd is shutting down; retry against the restarted daemon")
+
+    # -- start -------------------------------------------------------------------------------------
+
+    async def start(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._refuse_if_shutting_down()
+        spec = parse_run_spec(
+            params,
+            defaults=self.config.defaults,
+            workspace_roots=self.config.workspace_roots,
+        )
+        existing = self.store.runs.get(spec.run_id)
+        if existing is not None:
+            if existing.spec.identity() != spec.identity():
+                raise Conflict(
+                    f"run {spec.run_id!r} exists with a different spec", run_id=spec.run_id
+                )
+            await self.store.sync()
+            return existing.snapshot()
+        for other in self.store.runs.values():
+            if other.spec.workspace == spec.workspace and not other.terminal:
+                raise Conflict(
+                    f"workspace {spec.workspace} is busy with run {other.run_id!r} "
+                    f"({other.state.value})",
+                    run_id=other.run_id,
+                )
+        if spec.agent != "command":
+            raise InvalidParams("agent", f"agent {spec.agent!r} is not supported by this codyd yet")
+        record = RunRecord(spec=spec, node=self.config.node, created_at=time.time())
+        self.store.add_run(record)
+        self.store.append(record, "run_queued", {"spec": spec.to_wire(redact_env=True)})
+        log.info("run queued", run_id=record.run_id, workspace=spec.workspace, agent=spec.agent)
+        snapshot = record.snapshot()
+        self.queue.append(record.run_id)
+        await self.store.sync()
+        self._fill_slots()
+        return snapshot
+
+    def _fill_slots(self) -> None:
+        while self.queue and len(self.drivers) < self.config.max_active_runs:
+            if self.shutting_down or self._nursery is None:
+                return
+            record = self.store.runs[self.queue.popleft()]
+            if record.state is not State.QUEUED:
+                continue
+            first = record.started_at is None
+            changed = self.store.compare_and_set(
+                record,
+                {State.QUEUED},
+                State.RUNNING,
+                ("run_started" if first else "run_resumed", {}),
+                started_at=record.started_at or time.time(),
+                phase=Phase.BETWEEN_TURNS,
+            )
+            if changed:
+                self._spawn_driver(record)
+
+    def _spawn_driver(self, record: RunRecord) -> None:
+        assert self._nursery is not None
+        driver = RunDriver(self, record)
+        self.drivers[record.run_id] = driver
+        self._all_done = trio.Event()
+        self._nursery.start_soon(driver.drive)
+
+    def driver_done(self, driver: RunDriver) -> None:
+        self.drivers.pop(driver.record.run_id, None)
+        if not self.drivers:
+            self._all_done.set()
+        self._fill_slots()
+
+    # -- control ----------------------------------------------------------------------------------
+
+    def _control(self, record: RunRecord, action: str, reason: str | None) -> None:
+        self.store.append(
+            record,
+            "control_received",
+            {"action": action, "source": "rpc", "reason": reason},
+            turn=record.current_turn or None,
+        )
+
+    def _refuse_terminal(self, record: RunRecord, action: str) -> None:
+        if record.terminal:
+            raise InvalidState(
+                f"cannot {action} run {record.run_id!r}: it is {record.state.value}",
+                state=record.state.value,
+            )
+
+    async def pause(self, run_id: Any, reason: str | None, now: bool) -> dict[str, Any]:
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        self._refuse_terminal(record, "pause")
+        if record.state in (State.PAUSING, State.PAUSED, State.CANCELLING):
+            if record.state is State.CANCELLING:
+                raise InvalidState(f"run {record.run_id!r} is being cancelled", state="cancelling")
+            return record.snapshot()
+        self.pause_reasons[record.run_id] = reason
+        driver = self.drivers.get(record.run_id)
+        self._control(record, "pause", reason)
+        if record.state is State.QUEUED or driver is None:
+            self._pause_now(record, reason)
+        elif record.phase is Phase.IN_TURN:
+            self.store.compare_and_set(
+                record, {State.RUNNING}, State.PAUSING, ("run_pausing", {"reason": reason})
+            )
+            if now:
+                driver.stop_turn("aborted")
+        else:
+            self._pause_now(record, reason)
+            driver.wake()
+        await self.store.sync()
+        return record.snapshot()
+
+    def _pause_now(self, record: RunRecord, reason: str | None) -> None:
+        if record.run_id in self.queue:
+            self.queue.remove(record.run_id)
+        self.store.compare_and_set(
+            record,
+            {State.QUEUED, State.RUNNING},
+            State.PAUSED,
+            ("run_paused", {"reason": reason}),
+            phase=Phase.IDLE,
+            paused_since=time.time(),
+        )
+
+    async def resume(self, run_id: Any) -> dict[str, Any]:
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        self._refuse_terminal(record, "resume")
+        if record.state in (State.RUNNING, State.QUEUED):
+            return record.snapshot()
+        if record.state is State.CANCELLING:
+            raise InvalidState(f"run {record.run_id!r} is being cancelled", state="cancelling")
+        self._control(record, "resume", None)
+        if record.state is State.PAUSING:
+            self.store.compare_and_set(record, {State.PAUSING}, State.RUNNING, ("run_resumed", {}))
+        else:
+            paused_for = time.time() - (record.paused_since or time.time())
+            record.paused_total_s += paused_for if record.started_at is not None else 0.0
+            record.paused_since = None
+            if record.started_at is None or len(self.drivers) >= self.config.max_active_runs:
+                self.store.compare_and_set(record, {State.PAUSED}, State.QUEUED)
+                self.queue.append(record.run_id)
+                self._fill_slots()
+            elif self.store.compare_and_set(
+                record,
+                {State.PAUSED},
+                State.RUNNING,
+                ("run_resumed", {}),
+                phase=Phase.BETWEEN_TURNS,
+            ):
+                self._spawn_driver(record)
+        await self.store.sync()
+        return record.snapshot()
+
+    async def cancel(self, run_id: Any, reason: str | None) -> dict[str, Any]:
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        if record.state in (State.CANCELLED, State.CANCELLING):
+            return record.snapshot()
+        self._refuse_terminal(record, "cancel")
+        self._control(record, "cancel", reason)
+        self.store.compare_and_set(
+            record,
+            {State.QUEUED, State.RUNNING, State.PAUSING, State.PAUSED},
+            State.CANCELLING,
+            ("run_cancelling", {"reason": reason}),
+        )
+        driver = self.drivers.get(record.run_id)
+        if driver is None:
+            if record.run_id in self.queue:
+                self.queue.remove(record.run_id)
+            self.store.compare_and_set(
+                record,
+                {State.CANCELLING},
+                State.CANCELLED,
+                ("run_cancelled", {"reason": reason}),
+                phase=Phase.IDLE,
+            )
+        else:
+            self.cancel_reasons[record.run_id] = reason
+            driver.stop_turn("aborted")
+        await self.store.sync()
+        return record.snapshot()
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Bring runs left by a previous daemon to a consistent state (SPEC 2.7)."""
+        for run_id, n, pid, ticks in await self.store.open_turns():
+            record = self.store.runs.get(run_id)
+            await self._bury_lost_turn(record, run_id, n, pid, ticks)
+        for record in sorted(self.store.runs.values(), key=lambda r: r.created_at):
+            if record.terminal:
+                continue
+            record.pid = None
+            if record.state is State.RUNNING:
+                record.phase = Phase.BETWEEN_TURNS
+                self.store.append(record, "run_recovered", {})
+                self._spawn_driver(record)
+            elif record.state is State.PAUSING:
+                self.store.compare_and_set(
+                    record,
+                    {State.PAUSING},
+                    State.PAUSED,
+                    ("run_paused", {"reason": "recovered while pausing"}),
+                    phase=Phase.IDLE,
+                    paused_since=time.time(),
+                )
+            elif record.state is State.CANCELLING:
+                self.store.compare_and_set(
+                    record,
+                    {State.CANCELLING},
+                    State.CANCELLED,
+                    ("run_cancelled", {"reason": "recovered while cancelling"}),
+                    phase=Phase.IDLE,
+                )
+            elif record.state is State.QUEUED:
+                self.queue.append(record.run_id)
+        await self.store.sync()
+
+    async def _bury_lost_turn(
+        self, record: RunRecord | None, run_id: str, n: int, pid: int | None, ticks: int | None
+    ) -> None:
+        if pid is not None and procs.is_same_process(pid, ticks):
+            log.warning("killing the orphaned agent of a lost turn", run_id=run_id, turn=n, pid=pid)
+            delay = record.spec.sigkill_delay_s if record is not None else 5.0
+            await procs.stop_group(pid, delay)
+        (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
+        self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
+        if record is None:
+            return
+        record.stats.turns += 1
+        self.store.append(
+            record,
+            "turn_completed",
+            {
+                "outcome": "lost",
+                "exit_code": None,
+                "duration_ms": None,
+                "tokens": {"input": 0, "output": 0, "cached": 0},
+                "cost_usd": 0.0,
+                "stderr_tail": None,
+            },
+            turn=n,
+        )
+
+    def turn_pids(self) -> set[int]:
+        """Pids of the live turn processes (children trio waits for)."""
+        return {d.turn.pid for d in self.drivers.values() if d.turn is not None and d.turn.pid}
+
+    def counts(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in State}
+        for record in self.store.runs.values():
+            counts[record.state.value] += 1
+        return counts
+
+    def active_runs(self) -> int:
+        return sum(1 for r in self.store.runs.values() if r.state in ACTIVE)
+
+    def is_terminal(self, record: RunRecord) -> bool:
+        return record.state in TERMINAL

@@ -1,0 +1,253 @@
+"""One turn: one agent subprocess, from prompt to outcome (SPEC 2.4).
+
+The agent runs in a new process group; its stdout and stderr are read
+concurrently into capped log files and through the output pipeline; watchdogs
+stop it on stall, timeout or request, always by SIGTERM then SIGKILL to the
+whole group. Whatever happens, no process of the group outlives the turn.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import trio
+
+from codyd.runs import procs
+from codyd.runs.output import CappedLog, LineSplitter
+
+log = structlog.get_logger("codyd.turn")
+
+STDERR_TAIL_BYTES = 8192
+READ_CHUNK = 65536
+# After the group is gone, how long a pipe may stay open (held by an escaped descendant).
+PIPE_DRAIN_S = 2.0
+SUPERVISOR_ENV = (
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+)
+# errnos meaning no retry can help: the binary is missing or cannot be executed.
+FATAL_SPAWN_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR})
+
+
+@dataclass(slots=True)
+class TurnResult:
+    outcome: str
+    exit_code: int | None
+    duration_ms: int
+    stderr_tail: str | None = None
+    error_message: str | None = None
+    fatal: bool = False  # spawn_failed that no retry can fix
+
+
+@dataclass(slots=True)
+class TurnPlan:
+    """Everything a turn needs to start, decided by the run driver."""
+
+    run_id: str
+    n: int
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    prompt: bytes
+    turn_dir: Path
+    max_log_bytes: int
+    max_line_bytes: int
+    turn_timeout_s: float
+    stall_timeout_s: float
+    sigkill_delay_s: float
+
+
+def agent_environment(
+    base: dict[str, str], extra: dict[str, str], run_id: str, n: int, ws: str
+) -> dict[str, str]:
+    env = {k: v for k, v in base.items() if k not in SUPERVISOR_ENV}
+    env.update(extra)
+    env["CODYD_RUN_ID"] = run_id
+    env["CODYD_TURN"] = str(n)
+    env["CODYD_WORKSPACE"] = ws
+    return env
+
+
+@dataclass(slots=True)
+class TurnHooks:
+    """How a turn talks back to its run: every callback runs in the trio thread."""
+
+    on_started: Callable[[int], None]
+    on_line: Callable[[str, bytes, bool], None]
+    on_activity: Callable[[], None]
+    on_event: Callable[[str, dict[str, Any]], None]
+    backpressure: Callable[[], Awaitable[None]] | None = None
+
+
+class Turn:
+    def __init__(self, plan: TurnPlan, hooks: TurnHooks) -> None:
+        self.plan = plan
+        self.hooks = hooks
+        self.pid: int | None = None
+        self.stop_outcome: str | None = None
+        self._stop_requested = trio.Event()
+        self._stop_done = trio.Event()
+        self._stopping = False
+        self._last_output = time.monotonic()
+        self._stderr_tail = bytearray()
+
+    def request_stop(self, outcome: str) -> None:
+        """Ask the turn to stop its agent; the first reason given is its outcome."""
+        if self.stop_outcome is None:
+            self.stop_outcome = outcome
+        self._stop_requested.set()
+
+    async def run(self) -> TurnResult:
+        plan = self.plan
+        plan.turn_dir.mkdir(parents=True, exist_ok=True)
+        (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
+        started = time.monotonic()
+        if self.stop_outcome is not None:
+            return TurnResult(self.stop_outcome, None, 0)
+        try:
+            proc = await trio.lowlevel.open_process(
+                plan.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=plan.cwd,
+                env=plan.env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}"
+            return TurnResult(
+                "spawn_failed",
+                None,
+                0,
+                error_message=message,
+                fatal=exc.errno in FATAL_SPAWN_ERRNOS,
+            )
+        self.pid = proc.pid
+        pid_file = plan.turn_dir / "turn.pid"
+        pid_file.write_text(f"{proc.pid}\n")
+        self.hooks.on_started(proc.pid)
+        stdout_log = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
+        stderr_log = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
+        try:
+            exit_code = await self._supervise(proc, stdout_log, stderr_log)
+        finally:
+            stdout_log.close()
+            stderr_log.close()
+            pid_file.unlink(missing_ok=True)
+        duration_ms = int((time.monotonic() - started) * 1000)
+        outcome = self.stop_outcome or ("ok" if exit_code == 0 else "error")
+        tail = None
+        if outcome != "ok":
+            tail = bytes(self._stderr_tail).decode("utf-8", "replace")
+        return TurnResult(outcome, exit_code, duration_ms, stderr_tail=tail)
+
+    async def _supervise(
+        self, proc: trio.Process, stdout_log: CappedLog, stderr_log: CappedLog
+    ) -> int | None:
+        assert proc.stdin and proc.stdout and proc.stderr
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._feed_stdin, proc.stdin)
+            nursery.start_soon(self._watchdog, proc.pid)
+            async with trio.open_nursery() as readers:
+                readers.start_soon(self._read, "stdout", proc.stdout, stdout_log)
+                readers.start_soon(self._read, "stderr", proc.stderr, stderr_log)
+                try:
+                    await proc.wait()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._finish_group(proc.pid)
+                # Everyone that held the pipes is gone; what is left to read is buffered.
+                readers.cancel_scope.deadline = trio.current_time() + PIPE_DRAIN_S
+            nursery.cancel_scope.cancel()
+        return proc.returncode
+
+    async def _finish_group(self, pgid: int) -> None:
+        if self._stopping:
+            await self._stop_done.wait()
+        else:
+            self._stopping = True
+            await procs.stop_group(pgid, self.plan.sigkill_delay_s, self._signal_sent)
+            self._stop_done.set()
+
+    def _signal_sent(self, name: str) -> None:
+        log.info(
+            "signal sent", run_id=self.plan.run_id, turn=self.plan.n, pid=self.pid, signal=name
+        )
+        self.hooks.on_event("signal_sent", {"signal": name, "pid": self.pid})
+
+    async def _feed_stdin(self, stdin: trio.abc.SendStream) -> None:
+        try:
+            await stdin.send_all(self.plan.prompt)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the agent does not read its stdin; that is its business
+        finally:
+            with trio.CancelScope(shield=True):
+                await stdin.aclose()
+
+    async def _read(self, stream: str, pipe: trio.abc.ReceiveStream, sink: CappedLog) -> None:
+        splitter = LineSplitter(self.plan.max_line_bytes)
+        keep_tail = stream == "stderr"
+        try:
+            while True:
+                data = bytes(await pipe.receive_some(READ_CHUNK))
+                if not data:
+                    break
+                self._last_output = time.monotonic()
+                self.hooks.on_activity()
+                sink.write(data)
+                if keep_tail:
+                    self._stderr_tail += data
+                    del self._stderr_tail[:-STDERR_TAIL_BYTES]
+                for line in splitter.feed(data):
+                    self.hooks.on_line(stream, line.text, line.split)
+                if self.hooks.backpressure is not None:
+                    await self.hooks.backpressure()
+        finally:
+            for line in splitter.flush():
+                self.hooks.on_line(stream, line.text, line.split)
+
+    async def _watchdog(self, pid: int) -> None:
+        plan = self.plan
+        deadline = time.monotonic() + plan.turn_timeout_s
+        while True:
+            stall_at = self._last_output + plan.stall_timeout_s
+            wake_in = min(deadline, stall_at) - time.monotonic()
+            with trio.move_on_after(max(wake_in, 0)):
+                await self._stop_requested.wait()
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                self.request_stop("timed_out")
+                break
+            idle = now - self._last_output
+            if idle >= plan.stall_timeout_s:
+                self.hooks.on_event("stall_detected", {"idle_s": round(idle, 3)})
+                self.request_stop("stalled")
+                break
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info(
+            "stopping turn", run_id=plan.run_id, turn=plan.n, pid=pid, outcome=self.stop_outcome
+        )
+        await procs.stop_group(pid, plan.sigkill_delay_s, self._signal_sent)
+        self._stop_done.set()
+
+
+def read_pid_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None

@@ -1,0 +1,304 @@
+"""The socket server: Unix stream socket, framing, peer credentials, limits (SPEC 3, 6.2).
+
+Each connection has one reader (frames in), request tasks (one per request, so
+responses may go out of order) and a send lock so frames never interleave.
+Protocol errors are answered and the connection closed; no client can crash
+the daemon or slow another connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import os
+import socket as stdsocket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+import trio
+
+from codyd.config import Config
+from codyd.errors import CodydError, FrameTooLarge, Internal, Overloaded, Unauthorized
+from codyd.protocol import FrameDecoder, Request, error_response, pack, parse_request
+
+log = structlog.get_logger("codyd.server")
+
+MAX_IN_FLIGHT = 64
+MAX_STREAMS = 16
+RECEIVE_BYTES = 65536
+
+
+@dataclass
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass
+class Call:
+    """One request being served, with the means to send stream items for it."""
+
+    connection: Connection
+    request: Request
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    # Why a stream must end ("cancelled", "shutdown"), and the wait to interrupt for it.
+    end_reason: str | None = None
+    wait_scope: trio.CancelScope | None = None
+    is_stream: bool = False
+
+    def end(self, reason: str) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.wait_scope is not None:
+            self.wait_scope.cancel()
+
+    async def wait(self, waiter: Callable[[], Awaitable[Any]], timeout: float) -> bool:
+        """Wait for ``waiter`` up to ``timeout`` s, or until the stream must end; True if fired."""
+        if self.end_reason is not None:
+            return False
+        with trio.move_on_after(timeout) as scope:
+            self.wait_scope = scope
+            try:
+                await waiter()
+            finally:
+                self.wait_scope = None
+            return True
+        return False
+
+    async def send_item(self, key: str, value: Any) -> None:
+        await self.connection.send({"id": self.request.id, key: value})
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+def peer_credentials(sock: trio.socket.SocketType) -> Peer:
+    raw = sock.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def _resolve_gid(group: str | int) -> int | None:
+    if isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+
+
+class PeerPolicy:
+    """Who may talk to the daemon: its own uid, root, allowed uids and group members."""
+
+    def __init__(self, config: Config) -> None:
+        self.uids = {os.getuid(), 0, *config.allowed_uids}
+        self.groups = config.allowed_groups
+        self.gids = {g for g in (_resolve_gid(x) for x in config.allowed_groups) if g is not None}
+
+    def allows(self, peer: Peer) -> bool:
+        if peer.uid in self.uids or peer.gid in self.gids:
+            return True
+        if not self.gids:
+            return False
+        try:
+            import pwd
+
+            name = pwd.getpwuid(peer.uid).pw_name
+        except KeyError:
+            return False
+        return any(name in grp.getgrgid(gid).gr_mem for gid in self.gids if _group_exists(gid))
+
+
+def _group_exists(gid: int) -> bool:
+    try:
+        grp.getgrgid(gid)
+    except KeyError:
+        return False
+    return True
+
+
+class Connection:
+    def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
+        self.server = server
+        self.stream = stream
+        self.peer = peer
+        self.calls: dict[int, Call] = {}
+        self.streams = 0
+        self._send_lock = trio.Lock()
+        self._closed = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        frame = pack(message)
+        async with self._send_lock:
+            if self._closed:
+                raise trio.ClosedResourceError("connection closed")
+            await self.stream.send_all(frame)
+
+    async def send_error(self, request_id: int | None, error: CodydError) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.send(error_response(request_id, error.to_wire()))
+
+    async def serve(self) -> None:
+        decoder = FrameDecoder(self.server.config.max_frame_bytes)
+        async with trio.open_nursery() as nursery:
+            try:
+                while True:
+                    data = await self.stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        break
+                    try:
+                        messages = decoder.feed(data)
+                    except CodydError as exc:
+                        log.warning(
+                            "protocol error; closing connection",
+                            code=exc.code,
+                            error=exc.message,
+                            peer_pid=self.peer.pid,
+                        )
+                        await self.send_error(None, exc)
+                        break
+                    for message in messages:
+                        await self._accept(nursery, message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                self._closed = True
+                nursery.cancel_scope.cancel()
+
+    async def _accept(self, nursery: trio.Nursery, message: dict[str, Any]) -> None:
+        raw_id = message.get("id")
+        valid_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
+        try:
+            request = parse_request(message)
+        except CodydError as exc:
+            await self.send_error(valid_id if valid_id is not None and valid_id >= 0 else None, exc)
+            return
+        if len(self.calls) >= MAX_IN_FLIGHT:
+            await self.send_error(
+                request.id,
+                Overloaded(f"more than {MAX_IN_FLIGHT} requests in flight on this connection"),
+            )
+            return
+        if request.id in self.calls:
+            await self.send_error(
+                request.id, Overloaded(f"request id {request.id} is already in flight")
+            )
+            return
+        call = Call(self, request)
+        self.calls[request.id] = call
+        nursery.start_soon(self._run_call, call)
+
+    async def _run_call(self, call: Call) -> None:
+        try:
+            result = await self.server.dispatch(call)
+            await self.send({"id": call.request.id, "result": result})
+        except CodydError as exc:
+            if exc.code != "trimmed":
+                log.warning(
+                    "request failed", method=call.request.method, code=exc.code, error=exc.message
+                )
+            await self.send_error(call.request.id, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("request crashed", method=call.request.method)
+            await self.send_error(call.request.id, Internal("internal error; see the daemon log"))
+        finally:
+            self.calls.pop(call.request.id, None)
+
+
+class Server:
+    def __init__(self, config: Config, dispatch: Callable[[Call], Awaitable[Any]]) -> None:
+        self.config = config
+        self.dispatch = dispatch
+        self.policy = PeerPolicy(config)
+        self.connections: set[Connection] = set()
+        self.path = config.socket
+
+    def _prepare_path(self) -> None:
+        parent = self.path.parent
+        if not parent.exists():
+            others = self.config.socket_mode & 0o007
+            parent.mkdir(parents=True, mode=0o755 if others else 0o750)
+        if self.path.exists() or self.path.is_symlink():
+            if not stat.S_ISSOCK(self.path.lstat().st_mode):
+                raise SystemExit(
+                    f"codyd: {self.path} exists and is not a socket; refusing to replace it"
+                )
+            probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+            try:
+                probe.connect(str(self.path))
+            except OSError:
+                self.path.unlink()  # a stale socket from a daemon that died
+            else:
+                raise SystemExit(f"codyd: another daemon is listening on {self.path}")
+            finally:
+                probe.close()
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._prepare_path()
+        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await sock.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        try:
+            gid = (
+                _resolve_gid(self.config.socket_group)
+                if self.config.socket_group is not None
+                else -1
+            )
+            os.chown(self.path, -1, gid if gid is not None else -1)
+            os.chmod(self.path, self.config.socket_mode)
+            sock.listen(128)
+            listener = trio.SocketListener(sock)
+            async with trio.open_nursery() as nursery:
+                task_status.started()
+                while True:
+                    stream = await listener.accept()
+                    nursery.start_soon(self._handle, stream)
+        finally:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            sock.close()
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            peer = peer_credentials(stream.socket)
+            if not self.policy.allows(peer):
+                log.warning(
+                    "connection refused: peer not allowed", peer_uid=peer.uid, peer_pid=peer.pid
+                )
+                await _send_and_close(
+                    stream, Unauthorized(f"uid {peer.uid} is not allowed to use codyd")
+                )
+                return
+            if len(self.connections) >= self.config.max_connections:
+                await _send_and_close(
+                    stream,
+                    Overloaded(f"codyd has max_connections={self.config.max_connections} clients"),
+                )
+                return
+            connection = Connection(self, stream, peer)
+            self.connections.add(connection)
+            try:
+                await connection.serve()
+            finally:
+                self.connections.discard(connection)
+
+
+async def _send_and_close(stream: trio.SocketStream, error: CodydError) -> None:
+    with (
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        trio.move_on_after(1),
+    ):
+        await stream.send_all(pack(error_response(None, error.to_wire())))
+
+
+__all__ = ["Call", "FrameTooLarge", "Server"]

@@ -1,0 +1,612 @@
+"""The run spec: the validated params of ``run.start``.
+
+:func:`parse_run_spec` turns untrusted wire params into a :class:`RunSpec` or
+raises :class:`InvalidParams` naming the dotted field and what was expected.
+Types are strict (``"3"`` is not an int, a bool is never a number), unknown
+fields are refused, and every path the daemon will touch must resolve inside
+the workspace. Precedence of values: built-in defaults, then the config's
+``defaults.*``, then the params.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codyd.errors import InvalidParams
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+AGENTS = ("codex", "claude", "command")
+MAX_PROMPT_BYTES = 1024 * 1024
+MAX_NAME_CHARS = 200
+MAX_INT = 2**63 - 1  # what the store and msgpack can hold
+REDACTED = "***"
+DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
+
+Validator = Callable[[Any, str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """When a run is complete besides ``max_turns``."""
+
+    stop_file: str | None = DEFAULT_STOP_FILE
+    pattern: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Limits whose exhaustion fails the run with ``budget_exceeded``."""
+
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
+    max_duration_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """A validated run spec; paths other than ``workspace`` are kept as given."""
+
+    workspace: str
+    agent: str
+    command: tuple[str, ...] | None
+    prompt: str | None
+    prompt_file: str | None
+    context_files: tuple[str, ...]
+    run_id: str
+    name: str
+    model: str | None
+    max_turns: int
+    turn_timeout_s: float
+    stall_timeout_s: float
+    sigkill_delay_s: float
+    completion: Completion
+    watch_logs: tuple[str, ...]
+    resume_session: bool
+    env: Mapping[str, str]
+    labels: Mapping[str, str]
+    max_consecutive_failures: int
+    retry_backoff_s: float
+    budget: Budget
+
+    def to_wire(self, redact_env: bool = True) -> dict[str, Any]:
+        """Return a plain msgpack/JSON-able map; env values become ``***`` when redacting."""
+        return {
+            "workspace": self.workspace,
+            "agent": self.agent,
+            "command": None if self.command is None else list(self.command),
+            "prompt": self.prompt,
+            "prompt_file": self.prompt_file,
+            "context_files": list(self.context_files),
+            "run_id": self.run_id,
+            "name": self.name,
+            "model": self.model,
+            "max_turns": self.max_turns,
+            "turn_timeout_s": self.turn_timeout_s,
+            "stall_timeout_s": self.stall_timeout_s,
+            "sigkill_delay_s": self.sigkill_delay_s,
+            "completion": {
+                "stop_file": self.completion.stop_file,
+                "pattern": self.completion.pattern,
+            },
+            "watch_logs": list(self.watch_logs),
+            "resume_session": self.resume_session,
+            "env": {key: REDACTED if redact_env else value for key, value in self.env.items()},
+            "labels": dict(self.labels),
+            "max_consecutive_failures": self.max_consecutive_failures,
+            "retry_backoff_s": self.retry_backoff_s,
+            "budget": {
+                "max_cost_usd": self.budget.max_cost_usd,
+                "max_tokens": self.budget.max_tokens,
+                "max_duration_s": self.budget.max_duration_s,
+            },
+        }
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> RunSpec:
+        """Rebuild a spec from ``to_wire(redact_env=False)`` output; the input is trusted."""
+        command = data["command"]
+        return cls(
+            workspace=data["workspace"],
+            agent=data["agent"],
+            command=None if command is None else tuple(command),
+            prompt=data["prompt"],
+            prompt_file=data["prompt_file"],
+            context_files=tuple(data["context_files"]),
+            run_id=data["run_id"],
+            name=data["name"],
+            model=data["model"],
+            max_turns=data["max_turns"],
+            turn_timeout_s=float(data["turn_timeout_s"]),
+            stall_timeout_s=float(data["stall_timeout_s"]),
+            sigkill_delay_s=float(data["sigkill_delay_s"]),
+            completion=Completion(**data["completion"]),
+            watch_logs=tuple(data["watch_logs"]),
+            resume_session=data["resume_session"],
+            env=dict(data["env"]),
+            labels=dict(data["labels"]),
+            max_consecutive_failures=data["max_consecutive_failures"],
+            retry_backoff_s=float(data["retry_backoff_s"]),
+            budget=_budget_from_wire(data["budget"]),
+        )
+
+    def identity(self) -> dict[str, Any]:
+        """Return what must be equal for a re-start with the same run id to be idempotent."""
+        return self.to_wire(redact_env=False)
+
+    def resolve(self, relative: str) -> Path:
+        """Return the absolute, symlink-free path of a workspace-relative path checked at start."""
+        return Path(os.path.realpath(os.path.join(self.workspace, relative)))
+
+
+def _budget_from_wire(data: Mapping[str, Any]) -> Budget:
+    cost, duration = data["max_cost_usd"], data["max_duration_s"]
+    return Budget(
+        max_cost_usd=None if cost is None else float(cost),
+        max_tokens=data["max_tokens"],
+        max_duration_s=None if duration is None else float(duration),
+    )
+
+
+# --- describing what was given ------------------------------------------------------------
+
+
+_CLIP = 80
+
+
+def _printable(text: str, limit: int = _CLIP) -> str:
+    """Clip ``text`` and make it encodable whatever it holds (lone surrogates included)."""
+    clipped = text if len(text) <= limit else text[:limit] + "…"
+    return clipped.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def describe(value: object) -> str:
+    """Describe a given value for an error message: ``"3" (str)``, ``true (bool)``, ``null``."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (bool)"
+    if isinstance(value, str):
+        quoted = json.dumps(value[:_CLIP], ensure_ascii=False)
+        return f"{_printable(quoted)}{'…' if len(value) > _CLIP else ''} (str)"
+    if isinstance(value, int):
+        if value.bit_length() > 64:
+            return f"an integer of {value.bit_length()} bits"
+        return f"{value} (int)"
+    if isinstance(value, float):
+        return f"{value!r} (float)"
+    if isinstance(value, Mapping):
+        return "a map"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, bytes | bytearray):
+        return "binary data"
+    return f"a {type(value).__name__}"
+
+
+def _refuse(field: str, expected: str, value: object) -> InvalidParams:
+    return InvalidParams(field, f"expected {expected}, got {describe(value)}")
+
+
+# --- scalar validators ----------------------------------------------------------------------
+
+
+def _integer(minimum: int) -> Validator:
+    expected = f"an integer >= {minimum}"
+
+    def check(value: Any, field: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _refuse(field, expected, value)
+        if value > MAX_INT:
+            raise _refuse(field, f"{expected} and <= {MAX_INT}", value)
+        return value
+
+    return check
+
+
+def _number(minimum: float, *, exclusive: bool) -> Validator:
+    expected = f"a finite number {'>' if exclusive else '>='} {minimum:g}"
+
+    def check(value: Any, field: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _refuse(field, expected, value)
+        try:
+            number = float(value)
+        except OverflowError:
+            raise _refuse(field, expected, value) from None
+        below = number <= minimum if exclusive else number < minimum
+        if not math.isfinite(number) or below:
+            raise _refuse(field, expected, value)
+        return number
+
+    return check
+
+
+def _boolean(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise _refuse(field, "a boolean (true or false)", value)
+    return value
+
+
+def _choice(options: Sequence[str]) -> Validator:
+    expected = "one of " + ", ".join(json.dumps(option) for option in options)
+
+    def check(value: Any, field: str) -> str:
+        if not isinstance(value, str) or value not in options:
+            raise _refuse(field, expected, value)
+        return value
+
+    return check
+
+
+def _text(value: Any, field: str, expected: str = "a string") -> str:
+    if not isinstance(value, str):
+        raise _refuse(field, expected, value)
+    return value
+
+
+def _os_text(
+    value: Any, field: str, expected: str = "a non-empty string", *, allow_empty: bool = False
+) -> str:
+    """A string that reaches argv, the environment or the file system."""
+    text = _text(value, field, expected)
+    if not text and not allow_empty:
+        raise _refuse(field, expected, value)
+    if "\0" in text:
+        raise _refuse(field, f"{expected} without NUL bytes", value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _refuse(field, f"{expected} of valid UTF-8 text", value) from None
+    return text
+
+
+def _path_text(value: Any, field: str) -> str:
+    return _os_text(value, field, "a non-empty path string")
+
+
+def _optional(check: Validator) -> Validator:
+    def check_optional(value: Any, field: str) -> Any:
+        return None if value is None else check(value, field)
+
+    return check_optional
+
+
+def _pattern(value: Any, field: str) -> str:
+    expected = "a non-empty regular expression (Python re syntax) or null"
+    text = _text(value, field, expected)
+    if not text:
+        raise _refuse(field, expected, value)
+    try:
+        re.compile(text)
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
+        raise InvalidParams(field, f"expected {expected}, got {describe(value)}: {exc}") from None
+    return text
+
+
+def _name(value: Any, field: str) -> str:
+    expected = f"a string of at most {MAX_NAME_CHARS} characters"
+    if not isinstance(value, str) or len(value) > MAX_NAME_CHARS:
+        raise _refuse(field, expected, value)
+    return value
+
+
+def _prompt(value: Any, field: str) -> str:
+    expected = f"a string of at most {MAX_PROMPT_BYTES} bytes of UTF-8 text"
+    text = _text(value, field, expected)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise _refuse(field, expected, value) from None
+    if size > MAX_PROMPT_BYTES:
+        raise InvalidParams(field, f"expected {expected}, got {size} bytes")
+    return text
+
+
+def validate_run_id(value: object, field: str = "run_id") -> str:
+    """Return ``value`` if it is a valid run id, else raise :class:`InvalidParams`."""
+    if not isinstance(value, str) or not RUN_ID_RE.fullmatch(value):
+        raise _refuse(field, f"a run id matching {RUN_ID_RE.pattern}", value)
+    return value
+
+
+# --- container validators -------------------------------------------------------------------
+
+
+def _list_of(item: Validator, *, non_empty: bool = False) -> Validator:
+    expected = "a non-empty list of strings" if non_empty else "a list of strings"
+
+    def check(value: Any, field: str) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple) or (non_empty and not value):
+            raise _refuse(field, expected, value)
+        return tuple(item(element, f"{field}.{index}") for index, element in enumerate(value))
+
+    return check
+
+
+def _env(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise _refuse(field, "a map of environment variable names to strings", value)
+    env: dict[str, str] = {}
+    for key, item in value.items():
+        key_field = f"{field}.{_printable(str(key))}"
+        if not isinstance(key, str) or not ENV_KEY_RE.fullmatch(key):
+            raise InvalidParams(
+                key_field, f"expected a variable name matching {ENV_KEY_RE.pattern}"
+            )
+        env[key] = _os_text(item, key_field, "a string", allow_empty=True)
+    return env
+
+
+def _labels(value: Any, field: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise _refuse(field, "a map of strings to strings", value)
+    labels: dict[str, str] = {}
+    for key, item in value.items():
+        key_field = f"{field}.{_printable(str(key))}"
+        if not isinstance(key, str) or not key:
+            raise InvalidParams(key_field, "expected a non-empty string as label name")
+        labels[key] = _text(item, key_field)
+    return labels
+
+
+# --- the field tables -----------------------------------------------------------------------
+
+_positive = _number(0, exclusive=True)
+_non_negative = _number(0, exclusive=False)
+
+# Fields that may have a configured default, in the order of the spec table.
+_DEFAULTABLE: dict[str, Validator] = {
+    "agent": _choice(AGENTS),
+    "context_files": _list_of(_path_text),
+    "model": _optional(_os_text),
+    "max_turns": _integer(1),
+    "turn_timeout_s": _positive,
+    "stall_timeout_s": _positive,
+    "sigkill_delay_s": _non_negative,
+    "watch_logs": _list_of(_path_text),
+    "resume_session": _boolean,
+    "env": _env,
+    "labels": _labels,
+    "max_consecutive_failures": _integer(1),
+    "retry_backoff_s": _non_negative,
+}
+# Fields given per run only; null means "not given" for the optional ones.
+_PER_RUN: dict[str, Validator] = {
+    "workspace": _path_text,
+    "command": _optional(_list_of(_os_text, non_empty=True)),
+    "prompt": _optional(_prompt),
+    "prompt_file": _optional(_path_text),
+    "run_id": validate_run_id,
+    "name": _name,
+}
+_NESTED: dict[str, dict[str, Validator]] = {
+    "completion": {"stop_file": _optional(_path_text), "pattern": _optional(_pattern)},
+    "budget": {
+        "max_cost_usd": _optional(_positive),
+        "max_tokens": _optional(_integer(1)),
+        "max_duration_s": _optional(_positive),
+    },
+}
+_BUILTIN: dict[str, Any] = {
+    "agent": "command",
+    "context_files": (),
+    "model": None,
+    "max_turns": 100,
+    "turn_timeout_s": 3600.0,
+    "stall_timeout_s": 600.0,
+    "sigkill_delay_s": 5.0,
+    "watch_logs": (),
+    "resume_session": True,
+    "env": {},
+    "labels": {},
+    "max_consecutive_failures": 3,
+    "retry_backoff_s": 2.0,
+}
+_ALL_FIELDS = sorted([*_DEFAULTABLE, *_PER_RUN, *_NESTED])
+
+
+def _unknown(key: object, known: Sequence[str], prefix: str = "") -> InvalidParams:
+    return InvalidParams(
+        prefix + _printable(str(key)), "unknown field; expected one of " + ", ".join(known)
+    )
+
+
+def _validate_nested(value: Any, field: str) -> dict[str, Any]:
+    table = _NESTED[field]
+    if not isinstance(value, Mapping):
+        raise _refuse(field, "a map with keys " + ", ".join(table), value)
+    nested: dict[str, Any] = {}
+    for key, item in value.items():
+        if key not in table:
+            raise _unknown(key, list(table), f"{field}.")
+        nested[key] = table[key](item, f"{field}.{key}")
+    return nested
+
+
+def validate_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the config's ``defaults.*``; fields in errors are relative to ``defaults``.
+
+    Returns the normalized values (lists as tuples, numbers as their spec type, nested
+    ``completion``/``budget`` maps holding only the keys given).
+    """
+    if not isinstance(defaults, Mapping):
+        raise _refuse("defaults", "a map of run-spec fields", defaults)
+    normalized: dict[str, Any] = {}
+    for key, value in defaults.items():
+        if key in _NESTED:
+            normalized[key] = _validate_nested(value, key)
+        elif key in _DEFAULTABLE:
+            normalized[key] = _DEFAULTABLE[key](value, key)
+        elif key in _PER_RUN:
+            raise InvalidParams(key, "cannot have a configured default; it is given per run")
+        else:
+            raise _unknown(key, sorted([*_DEFAULTABLE, *_NESTED]))
+    return normalized
+
+
+# --- paths ----------------------------------------------------------------------------------
+
+
+def _within(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_inside(workspace: Path, relative: str, field: str) -> Path:
+    """Resolve ``relative`` against ``workspace`` following symlinks; refuse it if it escapes.
+
+    The target need not exist. Absolute paths are allowed when they resolve inside.
+    """
+    root = os.path.realpath(workspace)
+    given = describe(relative)
+    try:
+        target = os.path.realpath(os.path.join(root, relative))
+    except (OSError, ValueError) as exc:
+        raise InvalidParams(
+            field, f"expected a path inside the workspace, got {given}: {exc}"
+        ) from None
+    if not _within(target, root):
+        raise InvalidParams(
+            field,
+            f"expected a path that must stay inside the workspace {_printable(root, 200)}, "
+            f"got {given} which resolves to {_printable(target, 200)}",
+        )
+    return Path(target)
+
+
+def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
+    expected = "an absolute path of an existing directory"
+    if not os.path.isabs(value):
+        raise _refuse("workspace", expected, value)
+    try:
+        real = os.path.realpath(value)
+        is_dir = os.path.isdir(real)
+    except (OSError, ValueError):
+        is_dir = False
+    if not is_dir:
+        raise _refuse("workspace", expected, value)
+    roots = [os.path.realpath(root) for root in workspace_roots]
+    if roots and not any(real == root or _within(real, root) for root in roots):
+        raise InvalidParams(
+            "workspace",
+            f"expected a directory inside one of the workspace roots ({', '.join(roots)}), "
+            f"got {describe(value)} which resolves to {_printable(real, 200)}",
+        )
+    return real
+
+
+def _check_prompt_file(workspace: Path, relative: str) -> None:
+    target = check_inside(workspace, relative, "prompt_file")
+    expected = "an existing regular file inside the workspace"
+    try:
+        mode = target.stat().st_mode
+    except OSError as exc:
+        raise InvalidParams(
+            "prompt_file", f"expected {expected}, got {describe(relative)}: {exc.strerror}"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise InvalidParams(
+            "prompt_file", f"expected {expected}, got {describe(relative)}: not a regular file"
+        )
+
+
+def _check_paths(values: Mapping[str, Any], completion: Completion) -> None:
+    workspace = Path(values["workspace"])
+    if values["prompt_file"] is not None:
+        _check_prompt_file(workspace, values["prompt_file"])
+    for name in ("context_files", "watch_logs"):
+        for index, relative in enumerate(values[name]):
+            check_inside(workspace, relative, f"{name}.{index}")
+    if completion.stop_file is not None:
+        check_inside(workspace, completion.stop_file, "completion.stop_file")
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+
+def new_run_id() -> str:
+    """Return a fresh run id: 32 hex digits."""
+    return uuid.uuid4().hex
+
+
+def _check_prompt_choice(values: Mapping[str, Any]) -> None:
+    given = [name for name in ("prompt", "prompt_file") if values[name] is not None]
+    if len(given) != 1:
+        got = "both" if given else "neither"
+        raise InvalidParams("prompt", f"expected exactly one of prompt, prompt_file, got {got}")
+
+
+def _check_command(values: Mapping[str, Any]) -> None:
+    agent, command = values["agent"], values["command"]
+    if agent == "command" and command is None:
+        raise InvalidParams("command", 'expected a non-empty list of strings for agent "command"')
+    if agent != "command" and command is not None:
+        raise InvalidParams(
+            "command", f'expected no command for agent "{agent}" (only for agent "command")'
+        )
+
+
+def _merge(
+    params: Mapping[str, Any], defaults: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Validate ``params`` field by field on top of the defaults; return flat and nested."""
+    values: dict[str, Any] = {**_BUILTIN, "command": None, "prompt": None, "prompt_file": None}
+    nested: dict[str, dict[str, Any]] = {name: {} for name in _NESTED}
+    for key, value in defaults.items():
+        if key in _NESTED:
+            nested[key].update(value)
+        else:
+            values[key] = value
+    for key, value in params.items():
+        if key in _NESTED:
+            nested[key].update(_validate_nested(value, key))
+        elif key in _DEFAULTABLE:
+            values[key] = _DEFAULTABLE[key](value, key)
+        elif key in _PER_RUN:
+            values[key] = _PER_RUN[key](value, key)
+        else:
+            raise _unknown(key, _ALL_FIELDS)
+    return values, nested
+
+
+def parse_run_spec(
+    params: Mapping[str, Any],
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    workspace_roots: Sequence[Path] = (),
+    generate_id: Callable[[], str] = new_run_id,
+) -> RunSpec:
+    """Validate ``run.start`` params into a :class:`RunSpec`; raise :class:`InvalidParams`.
+
+    ``defaults`` is the config's ``defaults`` map: it overrides the built-in defaults
+    and the params override it, key by key inside ``completion`` and ``budget`` and
+    as whole values elsewhere (a given ``env`` replaces the default ``env``).
+    """
+    if not isinstance(params, Mapping):
+        raise _refuse("params", "a map holding a run spec", params)
+    values, nested = _merge(params, validate_defaults(defaults or {}))
+    if "workspace" not in values:
+        raise InvalidParams("workspace", "expected an absolute path of an existing directory")
+    values["workspace"] = _check_workspace(values["workspace"], workspace_roots)
+    _check_prompt_choice(values)
+    _check_command(values)
+    completion = Completion(**nested["completion"])
+    _check_paths(values, completion)
+    if "run_id" not in values:
+        values["run_id"] = validate_run_id(generate_id())
+    values.setdefault("name", "")
+    values["env"], values["labels"] = dict(values["env"]), dict(values["labels"])
+    return RunSpec(
+        **values,
+        completion=completion,
+        budget=Budget(**nested["budget"]),
+    )

@@ -1,0 +1,468 @@
+"""The embedded store: SQLite (WAL) in the state directory.
+
+The in-memory :class:`RunRecord` of every run is authoritative while the daemon
+lives; every change to it and every event is queued and committed by one writer
+task in batches (one transaction for many events), so a chatty agent does not
+cost a commit per event. Readers see only committed rows, and nothing is
+announced to a client before the batch holding it is committed: ``sync()``
+waits for that, and event followers wake only after a commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import structlog
+import trio
+
+from codyd.errors import InvalidState
+from codyd.events import Event
+from codyd.runs.record import RunRecord
+from codyd.runs.state import TERMINAL, State, can_transition
+
+log = structlog.get_logger("codyd.store")
+
+SCHEMA_VERSION = 1
+
+# MIGRATIONS[i] takes a store from schema i to i + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            state TEXT NOT NULL,
+            record TEXT NOT NULL
+        )""",
+        """CREATE TABLE events (
+            gid INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            type TEXT NOT NULL,
+            turn INTEGER,
+            data BLOB NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX events_run_seq ON events (run_id, seq)",
+        """CREATE TABLE turns (
+            run_id TEXT NOT NULL,
+            n INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            pid INTEGER,
+            pid_start_ticks INTEGER,
+            outcome TEXT,
+            exit_code INTEGER,
+            PRIMARY KEY (run_id, n)
+        )""",
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
+]
+
+# Above this many queued events, producers wait for a commit (back-pressure).
+PENDING_HIGH_WATER = 20_000
+READ_BATCH = 512
+
+
+class StoreVersionError(Exception):
+    """The store on disk was written by a newer codyd."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    runs: dict[str, RunRecord] = field(default_factory=dict)
+    turns: list[tuple[str, Any]] = field(default_factory=list)
+    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.events or self.runs or self.turns or self.statements)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema forward; refuse a store from a newer codyd untouched."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > SCHEMA_VERSION:
+        raise StoreVersionError(
+            f"the store {path} has schema version {version}, written by a newer codyd; "
+            f"this codyd understands up to version {SCHEMA_VERSION}. Upgrade codyd, or point "
+            "--state-dir at another directory. The store was not modified."
+        )
+    for step in range(version, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(version)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.runs: dict[str, RunRecord] = {}
+        self._writer: sqlite3.Connection | None = None
+        self._readers: list[sqlite3.Connection] = []
+        self._batch = _Batch()
+        self._next_gid = 1
+        self._queued_version = 0
+        self._committed_version = 0
+        self.committed_gid = 0
+        self._work = trio.Event()
+        self._committed = trio.Event()
+        self._grown: set[str] = set()
+        self.flush_failures = 0
+
+    # -- opening ---------------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = _connect(self.path)
+        try:
+            from_version = migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        if from_version != SCHEMA_VERSION:
+            log.info("store migrated", path=str(self.path), to_version=SCHEMA_VERSION)
+        self._writer = conn
+        for (record_json,) in conn.execute("SELECT record FROM runs"):
+            record = RunRecord.from_store(json.loads(record_json))
+            self.runs[record.run_id] = record
+        (max_gid,) = conn.execute("SELECT MAX(gid) FROM events").fetchone()
+        (kv_gid,) = conn.execute(
+            "SELECT COALESCE((SELECT value FROM kv WHERE key = 'last_gid'), '0')"
+        ).fetchone()
+        self._next_gid = max(int(max_gid or 0), int(kv_gid)) + 1
+        self.committed_gid = self._next_gid - 1
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        for conn in self._readers:
+            conn.close()
+        self._readers.clear()
+
+    # -- writing (synchronous: called from the trio thread, committed later) ----
+
+    def _queued(self) -> None:
+        self._queued_version += 1
+        self._work.set()
+
+    def add_run(self, record: RunRecord) -> None:
+        if record.run_id in self.runs:
+            raise ValueError(f"run {record.run_id} exists already")
+        self.runs[record.run_id] = record
+        self.save(record)
+
+    def save(self, record: RunRecord) -> None:
+        """Queue the record's current content for the next commit."""
+        record.updated_at = time.time()
+        self._batch.runs[record.run_id] = record
+        self._queued()
+
+    def append(
+        self,
+        record: RunRecord,
+        type_: str,
+        data: dict[str, Any] | None = None,
+        turn: int | None = None,
+    ) -> Event:
+        """Give the event its seq and gid now; it is committed with the next batch."""
+        record.last_seq += 1
+        event = Event(
+            gid=self._next_gid,
+            run_id=record.run_id,
+            seq=record.last_seq,
+            ts=time.time(),
+            type=type_,
+            turn=turn,
+            data=data if data is not None else {},
+        )
+        self._next_gid += 1
+        self._batch.events.append(
+            (
+                event.gid,
+                event.run_id,
+                event.seq,
+                event.ts,
+                event.type,
+                event.turn,
+                msgpack.packb(event.data, use_bin_type=True),
+            )
+        )
+        self._grown.add(record.run_id)
+        self.save(record)
+        return event
+
+    def compare_and_set(
+        self,
+        record: RunRecord,
+        expected: Collection[State],
+        target: State,
+        event: tuple[str, dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """The one path that changes a run's state.
+
+        Applies ``target`` only if the run is in one of ``expected`` now; the new
+        state, the other field changes and the event go into the same commit.
+        Returns False, changing nothing, when the run has moved on.
+        """
+        if record.state not in expected:
+            return False
+        if not can_transition(record.state, target):
+            raise InvalidState(
+                f"run {record.run_id} cannot go from {record.state} to {target}",
+                state=record.state.value,
+            )
+        log.info(
+            "run state changed",
+            run_id=record.run_id,
+            from_state=record.state.value,
+            to_state=target.value,
+            turn=record.current_turn,
+        )
+        record.state = target
+        for name, value in changes.items():
+            setattr(record, name, value)
+        if target in TERMINAL:
+            record.finished_at = time.time()
+            record.pid = None
+        if event is not None:
+            self.append(record, event[0], event[1], turn=record.current_turn or None)
+        else:
+            self.save(record)
+        return True
+
+    def save_turn(self, run_id: str, n: int, **fields: Any) -> None:
+        self._batch.turns.append((run_id, (n, fields)))
+        self._queued()
+
+    def execute_later(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self._batch.statements.append((sql, params))
+        self._queued()
+
+    @property
+    def next_gid(self) -> int:
+        return self._next_gid
+
+    def pending_events(self) -> int:
+        return len(self._batch.events)
+
+    async def backpressure(self) -> None:
+        """Producers of many events call this: it waits while the queue is long."""
+        if len(self._batch.events) > PENDING_HIGH_WATER:
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Wait until everything queued before this call is committed."""
+        target = self._queued_version
+        while self._committed_version < target:
+            await self._committed.wait()
+
+    async def wait_committed(self) -> None:
+        """Wait for the next commit."""
+        await self._committed.wait()
+
+    # -- the writer task ------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._work.wait()
+            # A batch taken out of the queue is committed even if we are being
+            # cancelled: cancellation only ever lands while waiting for work.
+            with trio.CancelScope(shield=True):
+                await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        self._work = trio.Event()
+        batch, self._batch = self._batch, _Batch()
+        version = self._queued_version
+        last_gid = self._next_gid - 1
+        if batch.empty():
+            return
+        rows = [
+            (r.run_id, r.created_at, r.state.value, json.dumps(r.to_store()))
+            for r in batch.runs.values()
+        ]
+        while True:
+            try:
+                await trio.to_thread.run_sync(self._commit, batch, rows, last_gid)
+                break
+            except sqlite3.Error as exc:
+                self.flush_failures += 1
+                log.error("store commit failed; retrying", error=str(exc))
+                await trio.sleep(min(5.0, 0.1 * 2 ** min(self.flush_failures, 6)))
+        self.flush_failures = 0
+        self._committed_version = version
+        self.committed_gid = last_gid
+        self._committed.set()
+        self._committed = trio.Event()
+
+    def _commit(self, batch: _Batch, rows: list[tuple[Any, ...]], last_gid: int) -> None:
+        conn = self._writer
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                conn.executemany(
+                    "INSERT INTO runs (run_id, created_at, state, record) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(run_id) DO UPDATE SET "
+                    "state = excluded.state, record = excluded.record",
+                    rows,
+                )
+            if batch.events:
+                conn.executemany(
+                    "INSERT INTO events (gid, run_id, seq, ts, type, turn, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    batch.events,
+                )
+            for run_id, (n, fields) in batch.turns:
+                self._write_turn(conn, run_id, n, fields)
+            for sql, params in batch.statements:
+                conn.execute(sql, params)
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES ('last_gid', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(last_gid),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _write_turn(conn: sqlite3.Connection, run_id: str, n: int, fields: dict[str, Any]) -> None:
+        conn.execute(
+            "INSERT INTO turns (run_id, n, started_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (run_id, n, fields.get("started_at", time.time())),
+        )
+        if fields:
+            assignments = ", ".join(f"{name} = ?" for name in fields)
+            conn.execute(
+                f"UPDATE turns SET {assignments} WHERE run_id = ? AND n = ?",
+                (*fields.values(), run_id, n),
+            )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        conn = self._readers.pop() if self._readers else _connect(self.path)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            self._readers.append(conn)
+
+    async def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return await trio.to_thread.run_sync(self._read, sql, params)
+
+    async def read_events(
+        self,
+        run_id: str | None,
+        after: int,
+        types: Iterable[str] | None = None,
+        limit: int = READ_BATCH,
+    ) -> list[Event]:
+        """Committed events after a cursor: a run's seq, or the global gid."""
+        where = ["seq > ?", "run_id = ?"] if run_id is not None else ["gid > ?"]
+        params: list[Any] = [after] + ([run_id] if run_id is not None else [])
+        if run_id is None:
+            where.append("gid <= ?")
+            params.append(self.committed_gid)
+        type_list = list(types or ())
+        if type_list:
+            where.append(f"type IN ({', '.join('?' * len(type_list))})")
+            params.extend(type_list)
+        order = "seq" if run_id is not None else "gid"
+        sql = (
+            "SELECT gid, run_id, seq, ts, type, turn, data FROM events "
+            f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+        )
+        params.append(limit)
+        rows = await self.read(sql, tuple(params))
+        return [
+            Event(gid, rid, seq, ts, type_, turn, msgpack.unpackb(data, raw=False))
+            for gid, rid, seq, ts, type_, turn, data in rows
+        ]
+
+    async def oldest_gid(self) -> int:
+        rows = await self.read("SELECT MIN(gid) FROM events")
+        return int(rows[0][0] or self.committed_gid + 1)
+
+    async def open_turns(self) -> list[tuple[str, int, int | None, int | None]]:
+        rows = await self.read(
+            "SELECT run_id, n, pid, pid_start_ticks FROM turns WHERE ended_at IS NULL"
+        )
+        return [(str(r[0]), int(r[1]), r[2], r[3]) for r in rows]
+
+    # -- retention -------------------------------------------------------------------------
+
+    def apply_retention(self, max_events_per_run: int, max_runs: int) -> None:
+        """Trim old events: per run beyond its newest N, and all events of old terminal runs."""
+        grown, self._grown = self._grown, set()
+        for run_id in grown:
+            record = self.runs.get(run_id)
+            if record is None:
+                continue
+            oldest_kept = record.last_seq - max_events_per_run + 1
+            if oldest_kept > record.oldest_seq:
+                self._trim(record, oldest_kept)
+        terminal = sorted(
+            (r for r in self.runs.values() if r.state in TERMINAL and r.oldest_seq <= r.last_seq),
+            key=lambda r: r.finished_at or r.created_at,
+            reverse=True,
+        )
+        for record in terminal[max_runs:]:
+            self._trim(record, record.last_seq + 1)
+
+    def _trim(self, record: RunRecord, oldest_kept: int) -> None:
+        self.execute_later(
+            "DELETE FROM events WHERE run_id = ? AND seq < ?", (record.run_id, oldest_kept)
+        )
+        record.oldest_seq = oldest_kept
+        self.save(record)
+
+    async def _retention_loop(self, max_events_per_run: int, max_runs: int) -> None:
+        while True:
+            await trio.sleep(2.0)
+            self.apply_retention(max_events_per_run, max_runs)
+
+
+@asynccontextmanager
+async def open_store(
+    path: Path, *, max_events_per_run: int = 100_000, max_runs: int = 1000
+) -> AsyncIterator[Store]:
+    store = Store(path)
+    await trio.to_thread.run_sync(store._open)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(store._flush_loop)
+            nursery.start_soon(store._retention_loop, max_events_per_run, max_runs)
+            try:
+                yield store
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        # The writer task has ended; commit what it left, whatever the reason we stop.
+        with trio.CancelScope(shield=True):
+            await store._flush_once()
+        store._close()
