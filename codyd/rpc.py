@@ -204,7 +204,6 @@ class Methods:
         after = opt_int(params, "after")
         follow = opt_bool(params, "follow")
         types = opt_str_list(params, "types") or None
-        call.is_stream = True
         await self.store.sync()
         if record is not None:
             cursor = _start_cursor(
@@ -261,7 +260,6 @@ class Methods:
             raise InvalidParams("stream", f"expected 'stdout' or 'stderr', got {stream!r}")
         offset = opt_int(params, "offset") or 0
         follow = opt_bool(params, "follow")
-        call.is_stream = True
         if turn == 0 or turn > record.current_turn:
             raise NotFound(f"run {record.run_id} has no turn {turn} yet")
         path = self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log"

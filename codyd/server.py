@@ -29,6 +29,7 @@ log = structlog.get_logger("codyd.server")
 
 MAX_IN_FLIGHT = 64
 MAX_STREAMS = 16
+STREAM_METHODS = frozenset({"run.events", "run.logs"})
 RECEIVE_BYTES = 65536
 
 
@@ -189,7 +190,13 @@ class Connection:
                 request.id, Overloaded(f"request id {request.id} is already in flight")
             )
             return
-        call = Call(self, request)
+        is_stream = request.method in STREAM_METHODS
+        if is_stream and sum(c.is_stream for c in self.calls.values()) >= MAX_STREAMS:
+            await self.send_error(
+                request.id, Overloaded(f"more than {MAX_STREAMS} streams on this connection")
+            )
+            return
+        call = Call(self, request, is_stream=is_stream)
         self.calls[request.id] = call
         nursery.start_soon(self._run_call, call)
 

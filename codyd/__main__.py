@@ -1,0 +1,3 @@
+from codyd.cli import main
+
+main()
