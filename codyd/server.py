@@ -201,22 +201,29 @@ class Connection:
         nursery.start_soon(self._run_call, call)
 
     async def _run_call(self, call: Call) -> None:
+        response = await self._respond(call)
+        # Out of the table before the answer leaves: the client may reuse the id at once.
+        self.calls.pop(call.request.id, None)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.send(response)
+
+    async def _respond(self, call: Call) -> dict[str, Any]:
+        request = call.request
         try:
-            result = await self.server.dispatch(call)
-            await self.send({"id": call.request.id, "result": result})
+            return {"id": request.id, "result": await self.server.dispatch(call)}
         except CodydError as exc:
             if exc.code != "trimmed":
                 log.warning(
-                    "request failed", method=call.request.method, code=exc.code, error=exc.message
+                    "request failed", method=request.method, code=exc.code, error=exc.message
                 )
-            await self.send_error(call.request.id, exc)
+            return error_response(request.id, exc.to_wire())
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            raise
         except Exception:
-            log.exception("request crashed", method=call.request.method)
-            await self.send_error(call.request.id, Internal("internal error; see the daemon log"))
-        finally:
-            self.calls.pop(call.request.id, None)
+            log.exception("request crashed", method=request.method)
+            return error_response(
+                request.id, Internal("internal error; see the daemon log").to_wire()
+            )
 
 
 class Server:

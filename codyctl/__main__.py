@@ -1,0 +1,5 @@
+"""``python -m codyctl``."""
+
+from codyctl.cli import main
+
+main()

@@ -1,0 +1,207 @@
+"""Human-readable and JSON renderings of snapshots, events, chunks and run tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MISSING = "-"
+_VALUE_WIDTH = 300
+_TABLE_COLUMNS = (
+    ("RUN ID", "run_id"),
+    ("STATE", "state"),
+    ("PHASE", "phase"),
+    ("TURN", "current_turn"),
+    ("AGENT", "agent"),
+    ("NAME", "name"),
+    ("LAST ACTIVITY", "last_activity"),
+)
+
+
+def to_json(value: Any) -> str:
+    """One line of JSON; bytes become UTF-8 text with replacement characters."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return _decoded(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return value
+
+
+def local_time(ts: float | None) -> str:
+    """Unix seconds as local ``YYYY-MM-DD HH:MM:SS``; ``-`` when absent."""
+    if not isinstance(ts, int | float):
+        return MISSING
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def clock(ts: float | None) -> str:
+    """Unix seconds as local ``HH:MM:SS.mmm``."""
+    if not isinstance(ts, int | float):
+        return MISSING
+    millis = int(ts * 1000) % 1000
+    return f"{time.strftime('%H:%M:%S', time.localtime(ts))}.{millis:03d}"
+
+
+def state_line(snapshot: Mapping[str, Any]) -> str:
+    """``<run_id> <state>``, the summary of a control call or a wait."""
+    return f"{snapshot.get('run_id', MISSING)} {snapshot.get('state', MISSING)}"
+
+
+def snapshot_text(snapshot: Mapping[str, Any]) -> str:
+    """A run snapshot as aligned ``label: value`` lines."""
+    fields = [
+        ("run", snapshot.get("run_id")),
+        ("name", snapshot.get("name") or None),
+        ("state", f"{snapshot.get('state', MISSING)} ({snapshot.get('phase', MISSING)})"),
+        ("workspace", snapshot.get("workspace")),
+        ("agent", snapshot.get("agent")),
+        ("turn", snapshot.get("current_turn")),
+        ("pid", snapshot.get("pid")),
+        ("session", snapshot.get("session_id")),
+        *_stats_fields(snapshot.get("stats") or {}),
+        ("completion", _completion(snapshot.get("completion") or {})),
+        ("error", _error(snapshot.get("error"))),
+        ("labels", _pairs(snapshot.get("labels") or {})),
+        ("created", local_time(snapshot.get("created_at"))),
+        ("started", local_time(snapshot.get("started_at"))),
+        ("updated", local_time(snapshot.get("updated_at"))),
+        ("finished", local_time(snapshot.get("finished_at"))),
+        ("last activity", local_time(snapshot.get("last_activity"))),
+        ("node", snapshot.get("node")),
+        ("last seq", snapshot.get("last_seq")),
+    ]
+    return _aligned(
+        [(label, MISSING if value in (None, "") else str(value)) for label, value in fields]
+    )
+
+
+def _stats_fields(stats: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    tokens = stats.get("tokens") or {}
+    files = stats.get("files") or {}
+    tests = stats.get("tests") or {}
+    cost = stats.get("cost_usd")
+    return [
+        ("turns", f"{stats.get('turns', 0)} ({stats.get('failed_turns', 0)} failed)"),
+        (
+            "tokens",
+            f"{tokens.get('total', 0)} total: {tokens.get('input', 0)} in "
+            f"({tokens.get('cached', 0)} cached), {tokens.get('output', 0)} out",
+        ),
+        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) else None),
+        (
+            "files",
+            f"{files.get('read', 0)} read, {files.get('written', 0)} written, "
+            f"{files.get('deleted', 0)} deleted",
+        ),
+        (
+            "tests",
+            f"{tests.get('runs', 0)} runs: {tests.get('passed', 0)} passed, "
+            f"{tests.get('failed', 0)} failed",
+        ),
+    ]
+
+
+def _completion(completion: Mapping[str, Any]) -> str | None:
+    if not completion.get("detected"):
+        return None
+    line = completion.get("line")
+    reason = str(completion.get("reason") or "detected")
+    return f"{reason}: {line}" if line else reason
+
+
+def _error(error: Any) -> str | None:
+    if not isinstance(error, Mapping):
+        return None
+    retry = " (retryable)" if error.get("retryable") else ""
+    return f"{error.get('code', 'error')}: {error.get('message', '')}{retry}"
+
+
+def _pairs(mapping: Mapping[str, Any]) -> str | None:
+    return " ".join(f"{key}={value}" for key, value in mapping.items()) or None
+
+
+def _aligned(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(label) for label, _ in rows) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
+
+
+def mapping_text(mapping: Mapping[str, Any], indent: int = 0) -> str:
+    """A nested map as indented ``key: value`` lines (``daemon.info`` and the like)."""
+    lines = []
+    pad = "  " * indent
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            lines.append(f"{pad}{key}:")
+            lines.append(mapping_text(value, indent + 1))
+        else:
+            lines.append(f"{pad}{key}: {_scalar(value)}")
+    return "\n".join(lines)
+
+
+def event_line(event: Mapping[str, Any], all_runs: bool) -> str:
+    """``<seq> <HH:MM:SS.mmm> <turn> <type> <data>``; over all runs ``<run_id> <gid> ...``."""
+    turn = event.get("turn")
+    cursor = event.get("gid") if all_runs else event.get("seq")
+    head = f"{cursor} {clock(event.get('ts'))} {MISSING if turn is None else turn}"
+    if all_runs:
+        head = f"{event.get('run_id', MISSING)} {head}"
+    kind = str(event.get("type", MISSING))
+    data = event.get("data")
+    body = _event_body(kind, data if isinstance(data, Mapping) else {})
+    return f"{head} {kind} {body}".rstrip()
+
+
+def _event_body(kind: str, data: Mapping[str, Any]) -> str:
+    if kind == "subprocess_output":
+        prefix = "[stderr] " if data.get("stream") == "stderr" else ""
+        dropped = data.get("dropped_bytes")
+        suffix = f" [{dropped} bytes dropped]" if dropped else ""
+        return f"{prefix}{str(data.get('text', '')).rstrip(chr(10))}{suffix}"
+    if kind == "message":
+        return f"{data.get('role', MISSING)}: {data.get('text', '')}"
+    return " ".join(f"{key}={_scalar(value, _VALUE_WIDTH)}" for key, value in data.items())
+
+
+def _scalar(value: Any, width: int | None = None) -> str:
+    """Plain words as they are, anything else as compact JSON, cut to ``width``."""
+    if isinstance(value, str) and value and not any(char.isspace() for char in value):
+        text = value
+    else:
+        text = to_json(value)
+    if width is not None and len(text) > width:
+        return text[: width - 1] + "…"
+    return text
+
+
+def chunk_json(chunk: Mapping[str, Any]) -> str:
+    """A log chunk as JSON, its bytes decoded as UTF-8 with replacement."""
+    return to_json({**chunk, "data": _decoded(chunk.get("data", b""))})
+
+
+def run_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Run summaries as a table with a header row."""
+    rows = [[title for title, _ in _TABLE_COLUMNS]]
+    for run in runs:
+        rows.append([_cell(key, run.get(key)) for _, key in _TABLE_COLUMNS])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(_TABLE_COLUMNS))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _cell(key: str, value: Any) -> str:
+    if key == "last_activity":
+        return local_time(value)
+    return MISSING if value in (None, "") else str(value)
