@@ -81,8 +81,17 @@ class Daemon:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                PY, "-m", "codyd", "serve", "--socket", str(self.socket),
-                "--state-dir", str(self.state_dir), "--log-format", "json", *self.extra_args,
+                PY,
+                "-m",
+                "codyd",
+                "serve",
+                "--socket",
+                str(self.socket),
+                "--state-dir",
+                str(self.state_dir),
+                "--log-format",
+                "json",
+                *self.extra_args,
             ],
             stdout=log,
             stderr=log,
@@ -172,8 +181,12 @@ def daemon_factory() -> Iterator[Callable[..., Daemon]]:
     made: list[Daemon] = []
     roots: list[Path] = []
 
-    def make(*extra_args: str, env: dict[str, str] | None = None, start: bool = True,
-             root: Path | None = None) -> Daemon:
+    def make(
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        start: bool = True,
+        root: Path | None = None,
+    ) -> Daemon:
         if root is None:
             root = short_tempdir()
             roots.append(root)

@@ -61,8 +61,17 @@ def test_hello_ping_and_info(daemon: Daemon) -> None:
     assert raw.recv()["result"]["pong"] is True
     raw.send({"id": 2, "method": "daemon.info", "params": {}})
     info = raw.recv()["result"]
-    assert set(info) >= {"version", "pid", "node", "started_at", "uptime_s", "runs", "mirror",
-                         "store", "connections"}
+    assert set(info) >= {
+        "version",
+        "pid",
+        "node",
+        "started_at",
+        "uptime_s",
+        "runs",
+        "mirror",
+        "store",
+        "connections",
+    }
     assert info["mirror"]["enabled"] is False and info["connections"] == 1
 
 
@@ -82,8 +91,11 @@ def test_oversize_frame_is_refused_before_its_body(daemon: Daemon) -> None:
     response = raw.recv()
     assert response == {
         "id": None,
-        "error": {"code": "frame_too_large", "message": response["error"]["message"],
-                  "retryable": False},
+        "error": {
+            "code": "frame_too_large",
+            "message": response["error"]["message"],
+            "retryable": False,
+        },
     }
     assert raw.closed()
 
@@ -132,7 +144,11 @@ def test_bad_envelopes_get_errors_and_keep_the_connection(daemon: Daemon) -> Non
     raw.send({"id": 4, "method": "no.such"})
     assert raw.recv() == {
         "id": 4,
-        "error": {"code": "unknown_method", "message": "unknown method 'no.such'", "retryable": False},
+        "error": {
+            "code": "unknown_method",
+            "message": "unknown method 'no.such'",
+            "retryable": False,
+        },
     }
     raw.send({"id": 5, "method": "run.list", "params": {"limit": "ten"}})
     error = raw.recv()["error"]
@@ -180,8 +196,9 @@ def test_events_after_zero_and_trimmed_cursor(daemon: Daemon) -> None:
         assert client.last_stream_result == {"end": "caught_up", "last_seq": events[-1]["seq"]}
         tail = list(client.stream("run.events", {"run_id": "ev", "after": 3}))
         assert [e["seq"] for e in tail] == [e["seq"] for e in events[3:]]
-        only = list(client.stream("run.events", {"run_id": "ev", "after": 0,
-                                                 "types": ["turn_started"]}))
+        only = list(
+            client.stream("run.events", {"run_id": "ev", "after": 0, "types": ["turn_started"]})
+        )
         assert [e["type"] for e in only] == ["turn_started"]
         everything = list(client.stream("run.events", {"after": 0}))
         assert [e["gid"] for e in everything] == sorted(e["gid"] for e in everything)

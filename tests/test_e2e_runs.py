@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from codyd.errors import Conflict, InvalidParams, InvalidState, NotFound
+
 from conftest import Daemon, agent, pid_alive, wait_until
 
 
@@ -172,7 +174,11 @@ def test_pattern_completes_the_run_with_the_matching_line(daemon: Daemon) -> Non
         completion={"pattern": r"^ALL DONE", "stop_file": None},
     )
     final = daemon.wait_state("pat", "completed")
-    assert final["completion"] == {"detected": True, "reason": "pattern", "line": "ALL DONE: shipped"}
+    assert final["completion"] == {
+        "detected": True,
+        "reason": "pattern",
+        "line": "ALL DONE: shipped",
+    }
     assert final["current_turn"] == 2
     detected = [e for e in daemon.events("pat") if e["type"] == "completion_detected"]
     assert detected[0]["data"] == {"reason": "pattern", "line": "ALL DONE: shipped"}
@@ -185,8 +191,13 @@ def test_max_active_runs_queues_further_runs(daemon_factory) -> None:
     daemon.wait_event("a1", "turn_started")
     second = daemon.call(
         "run.start",
-        {"workspace": str(daemon.workspace("ws2")), "prompt": "p", "command": agent("printer"),
-         "max_turns": 1, "run_id": "a2"},
+        {
+            "workspace": str(daemon.workspace("ws2")),
+            "prompt": "p",
+            "command": agent("printer"),
+            "max_turns": 1,
+            "run_id": "a2",
+        },
     )
     assert second["state"] == "queued"
     assert daemon.call("run.status", {"run_id": "a2"})["state"] == "queued"
@@ -230,7 +241,9 @@ def test_environment_of_the_daemon_supervisor_is_not_passed(daemon_factory) -> N
     daemon = daemon_factory(env={"WATCHDOG_USEC": "99000000", "LISTEN_FDNAMES": "x"})
     daemon.start_run(agent("sleeper", 0), run_id="sv", max_turns=1)
     daemon.wait_state("sv", "completed")
-    facts = json.loads((daemon.state_dir / "runs/sv/turns/1/stdout.log").read_text().splitlines()[0])
+    facts = json.loads(
+        (daemon.state_dir / "runs/sv/turns/1/stdout.log").read_text().splitlines()[0]
+    )
     assert not {"WATCHDOG_USEC", "LISTEN_FDNAMES"} & set(facts["env"])
 
 
@@ -243,7 +256,7 @@ def test_fast_output_is_paced_and_complete_in_the_log(daemon: Daemon) -> None:
     output = [e for e in events if e["type"] == "subprocess_output"]
     assert output
     assert all(len(e["data"]["text"].encode()) <= 2048 for e in output)
-    gaps = [b["ts"] - a["ts"] for a, b in zip(output, output[1:], strict=False)]
+    gaps = [b["ts"] - a["ts"] for a, b in itertools.pairwise(output)]
     assert all(gap >= 0.099 for gap in gaps), gaps
     assert sum(e["data"].get("dropped_bytes", 0) for e in output) > 0
 
@@ -304,7 +317,10 @@ def test_failing_turns_back_off_then_fail_the_run(daemon: Daemon) -> None:
 def test_stalled_turn_is_stopped(daemon: Daemon) -> None:
     """A turn silent for stall_timeout_s is stopped with outcome stalled."""
     daemon.start_run(
-        agent("staller"), run_id="st", stall_timeout_s=0.5, max_consecutive_failures=1,
+        agent("staller"),
+        run_id="st",
+        stall_timeout_s=0.5,
+        max_consecutive_failures=1,
         sigkill_delay_s=1,
     )
     final = daemon.wait_state("st", "failed")
@@ -338,9 +354,19 @@ def test_state_dir_is_exclusive(daemon: Daemon, daemon_factory) -> None:
     import sys
 
     other = subprocess.run(
-        [sys.executable, "-m", "codyd", "serve", "--state-dir", str(daemon.state_dir),
-         "--socket", str(daemon.root / "other.sock")],
-        capture_output=True, text=True, timeout=20,
+        [
+            sys.executable,
+            "-m",
+            "codyd",
+            "serve",
+            "--state-dir",
+            str(daemon.state_dir),
+            "--socket",
+            str(daemon.root / "other.sock"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert other.returncode == 1
     assert "in use by another codyd" in other.stderr

@@ -14,7 +14,11 @@ facts = {
     "pgid": os.getpgid(0),
     "sid": os.getsid(0),
     "prompt": prompt,
-    "env": {k: v for k, v in os.environ.items() if k.startswith(("CODYD_", "NOTIFY_", "WATCHDOG_", "LISTEN_", "EXTRA_"))},
+    "env": {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("CODYD_", "NOTIFY_", "WATCHDOG_", "LISTEN_", "EXTRA_"))
+    },
 }
 print(json.dumps(facts), flush=True)
 deadline = time.monotonic() + (float(sys.argv[1]) if len(sys.argv) > 1 else 3600)
