@@ -151,8 +151,26 @@ class Client:
             self._send(request_id, method, params)
         except OSError as exc:
             del self._queues[request_id]
+            # codyd may have refused the connection (unauthorized, overloaded) and closed
+            # it before our request went out: its reason is waiting to be read.
+            self._raise_pending_refusal()
             raise self._lost(exc) from exc
         return request_id
+
+    def _raise_pending_refusal(self) -> None:
+        """Raise an id-null error codyd sent before closing, if one is buffered."""
+        try:
+            self._sock.settimeout(0.5)
+            data = self._sock.recv(_RECV_BYTES)
+        except OSError:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except CodydError:
+            return
+        for frame in frames:
+            if frame.get("id") is None and "error" in frame:
+                raise error_from_wire(frame["error"])
 
     def result(self, request_id: int) -> Any:
         """Wait for the response to a submitted request; stream items for it are skipped."""

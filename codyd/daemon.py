@@ -134,11 +134,12 @@ class Daemon:
                 self.request_shutdown(signal.Signals(signum).name)
 
     async def _heartbeat(self) -> None:
-        period = self.config.heartbeat_s
+        period = min(self.config.heartbeat_s, self.config.lease_ttl_s / 3)
         if self.notifier.watchdog_s is not None:
             period = min(period, self.notifier.watchdog_s / 2)
         path = self.config.state_dir / "heartbeat"
         while True:
+            self.supervisor.leases.renew_all()
             active = self.supervisor.active_runs()
             payload = {"pid": os.getpid(), "ts": time.time(), "active_runs": active}
             tmp = path.with_suffix(".tmp")

@@ -257,20 +257,24 @@ class Server:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._prepare_path()
         sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+        # Bind under a temporary name and rename into place, so nobody ever
+        # sees the socket before its owner and mode are right.
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
         old_umask = os.umask(0o177)
         try:
-            await sock.bind(str(self.path))
+            await sock.bind(str(staging))
         finally:
             os.umask(old_umask)
         try:
-            gid = (
-                _resolve_gid(self.config.socket_group)
-                if self.config.socket_group is not None
-                else -1
-            )
-            os.chown(self.path, -1, gid if gid is not None else -1)
-            os.chmod(self.path, self.config.socket_mode)
+            if self.config.socket_group is not None:
+                gid = _resolve_gid(self.config.socket_group)
+                if gid is None:
+                    raise SystemExit(f"codyd: socket_group {self.config.socket_group!r} not found")
+                os.chown(staging, -1, gid)
+            os.chmod(staging, self.config.socket_mode)
             sock.listen(128)
+            staging.rename(self.path)
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 task_status.started()

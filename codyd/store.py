@@ -63,6 +63,11 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (run_id, n)
         )""",
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE leases (
+            run_id TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
     ],
 ]
 
@@ -86,23 +91,36 @@ class _Batch:
         return not (self.events or self.runs or self.turns or self.statements)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, *, wal: bool = True) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    if not wal:
+        return conn
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
-    """Bring the schema forward; refuse a store from a newer codyd untouched."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
+def check_version(path: Path) -> None:
+    """Refuse a store written by a newer codyd before anything touches the file."""
+    if not path.exists():
+        return
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    finally:
+        conn.close()
     if version > SCHEMA_VERSION:
         raise StoreVersionError(
             f"the store {path} has schema version {version}, written by a newer codyd; "
             f"this codyd understands up to version {SCHEMA_VERSION}. Upgrade codyd, or point "
             "--state-dir at another directory. The store was not modified."
         )
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema forward, one step per migration."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
     for step in range(version, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -135,6 +153,7 @@ class Store:
     # -- opening ---------------------------------------------------------------
 
     def _open(self) -> None:
+        check_version(self.path)
         conn = _connect(self.path)
         try:
             from_version = migrate(conn, self.path)

@@ -17,6 +17,7 @@ import trio
 
 from codyd.config import Config
 from codyd.errors import Conflict, InvalidParams, InvalidState, NotFound, ShuttingDown
+from codyd.leases import LocalLeases
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
 from codyd.runs.record import RunRecord
@@ -34,6 +35,7 @@ class Supervisor:
         self.store = store
         self.config = config
         self.drivers: dict[str, RunDriver] = {}
+        self.leases = LocalLeases(store, config.node, config.lease_ttl_s)
         self.queue: deque[str] = deque()
         self.shutting_down = False
         self.pause_reasons: dict[str, str | None] = {}
@@ -139,12 +141,14 @@ class Supervisor:
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
         driver = RunDriver(self, record)
+        self.leases.acquire(record.run_id)
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(driver.drive)
 
     def driver_done(self, driver: RunDriver) -> None:
         self.drivers.pop(driver.record.run_id, None)
+        self.leases.release(driver.record.run_id)
         if not self.drivers:
             self._all_done.set()
         self._fill_slots()
