@@ -385,7 +385,7 @@ def cli(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: flo
 @click.option(
     "--context-file", "context_files", multiple=True, metavar="F", help="Appended every turn."
 )
-@click.option("--max-turns", type=click.IntRange(min=1), metavar="N")
+@click.option("--max-turns", type=int, metavar="N", help="Turns before the run completes.")
 @click.option("--stop-file", metavar="F", help="Workspace file whose appearance completes the run.")
 @click.option("--complete-pattern", metavar="RE", help="Output regex that completes the run.")
 @click.option("--model", metavar="M", help="Model passed to the agent.")

@@ -167,10 +167,15 @@ def _event_body(kind: str, data: Mapping[str, Any]) -> str:
         prefix = "[stderr] " if data.get("stream") == "stderr" else ""
         dropped = data.get("dropped_bytes")
         suffix = f" [{dropped} bytes dropped]" if dropped else ""
-        return f"{prefix}{str(data.get('text', '')).rstrip(chr(10))}{suffix}"
+        return f"{prefix}{_one_line(str(data.get('text', '')).rstrip(chr(10)))}{suffix}"
     if kind == "message":
-        return f"{data.get('role', MISSING)}: {data.get('text', '')}"
+        return f"{data.get('role', MISSING)}: {_one_line(str(data.get('text', '')))}"
     return " ".join(f"{key}={_scalar(value, _VALUE_WIDTH)}" for key, value in data.items())
+
+
+def _one_line(text: str) -> str:
+    """Text with its line breaks escaped, so that one event stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _scalar(value: Any, width: int | None = None) -> str:

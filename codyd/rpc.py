@@ -224,11 +224,14 @@ class Methods:
     ) -> dict[str, Any]:
         store = self.store
         finish_at_gid: int | None = None
+        keepalive_s = self.daemon.config.keepalive_s
+        last_sent = trio.current_time()
         while True:
             batch = await store.read_events(record.run_id if record else None, cursor, types)
             for event in batch:
                 await call.send_item("event", event.to_wire())
                 cursor = event.seq if record is not None else event.gid
+                last_sent = trio.current_time()
             if call.end_reason is not None:
                 return {"end": call.end_reason, "last_seq": cursor}
             if batch:
@@ -245,9 +248,12 @@ class Methods:
             if self.daemon.stopping:
                 call.end("shutdown")
                 continue
-            fired = await call.wait(store.wait_committed, self.daemon.config.keepalive_s)
-            if not fired and call.end_reason is None:
+            # Commits that bring this stream nothing do not count as activity.
+            idle_for = trio.current_time() - last_sent
+            await call.wait(store.wait_committed, max(0.0, keepalive_s - idle_for))
+            if call.end_reason is None and trio.current_time() - last_sent >= keepalive_s:
                 await call.send_item("keepalive", True)
+                last_sent = trio.current_time()
 
     async def logs(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "run_id", "turn", "stream", "offset", "follow")
@@ -263,8 +269,17 @@ class Methods:
         if turn == 0 or turn > record.current_turn:
             raise NotFound(f"run {record.run_id} has no turn {turn} yet")
         path = self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log"
+        keepalive_s = self.daemon.config.keepalive_s
+        last_sent = trio.current_time()
         while True:
+            sent_from = offset
             offset = await self._send_log(call, path, turn, stream, offset)
+            now = trio.current_time()
+            if offset != sent_from:
+                last_sent = now
+            elif follow and now - last_sent >= keepalive_s:
+                await call.send_item("keepalive", True)
+                last_sent = now
             if call.end_reason is not None:
                 return {"end": call.end_reason, "last_seq": record.last_seq}
             if not follow:

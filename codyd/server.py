@@ -33,6 +33,10 @@ STREAM_METHODS = frozenset({"run.events", "run.logs"})
 RECEIVE_BYTES = 65536
 
 
+class StartupError(Exception):
+    """The server cannot start (socket path taken, group unknown); codyd exits 1."""
+
+
 @dataclass
 class Peer:
     pid: int
@@ -241,8 +245,8 @@ class Server:
             parent.mkdir(parents=True, mode=0o755 if others else 0o750)
         if self.path.exists() or self.path.is_symlink():
             if not stat.S_ISSOCK(self.path.lstat().st_mode):
-                raise SystemExit(
-                    f"codyd: {self.path} exists and is not a socket; refusing to replace it"
+                raise StartupError(
+                    f"{self.path} exists and is not a socket; refusing to replace it"
                 )
             probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
             try:
@@ -250,7 +254,7 @@ class Server:
             except OSError:
                 self.path.unlink()  # a stale socket from a daemon that died
             else:
-                raise SystemExit(f"codyd: another daemon is listening on {self.path}")
+                raise StartupError(f"another daemon is listening on {self.path}")
             finally:
                 probe.close()
 
@@ -270,7 +274,7 @@ class Server:
             if self.config.socket_group is not None:
                 gid = _resolve_gid(self.config.socket_group)
                 if gid is None:
-                    raise SystemExit(f"codyd: socket_group {self.config.socket_group!r} not found")
+                    raise StartupError(f"socket_group {self.config.socket_group!r} not found")
                 os.chown(staging, -1, gid)
             os.chmod(staging, self.config.socket_mode)
             sock.listen(128)

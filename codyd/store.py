@@ -166,6 +166,8 @@ class Store:
         for (record_json,) in conn.execute("SELECT record FROM runs"):
             record = RunRecord.from_store(json.loads(record_json))
             self.runs[record.run_id] = record
+        # The first retention pass looks at every run: limits may have changed since.
+        self._grown = set(self.runs)
         (max_gid,) = conn.execute("SELECT MAX(gid) FROM events").fetchone()
         (kv_gid,) = conn.execute(
             "SELECT COALESCE((SELECT value FROM kv WHERE key = 'last_gid'), '0')"

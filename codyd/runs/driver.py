@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("codyd.run")
 
+PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})
 FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
 MAX_BACKOFF_S = 300.0
 ACTIVITY_SAVE_S = 2.0
@@ -72,7 +73,7 @@ class RunDriver:
         record = self.record
         try:
             while record.state is State.RUNNING and not self.interrupted:
-                if self._finish_if_done(before_turn=True):
+                if self._finish_if_done():
                     break
                 result = await self._one_turn()
                 if self._after_turn(result):
@@ -227,6 +228,8 @@ class RunDriver:
 
     def _emit(self, type_: str, data: dict[str, Any]) -> None:
         record = self.record
+        if type_ in PATH_EVENTS and isinstance(data.get("path"), str):
+            data["path"] = workspace_relative(data["path"], self.spec.workspace)
         record.stats.account(type_, data)
         if type_ == "token_usage":
             self._turn_tokens.add(Tokens(data["input"], data["output"], data["cached"]))
@@ -361,46 +364,59 @@ class RunDriver:
             return True
         if record.state is not State.RUNNING:
             return True
-        if self._finish_if_done(before_turn=False):
+        message = result.error_message or f"turn {record.current_turn} ended {result.outcome}"
+        if result.exit_code is not None and not result.error_message:
+            message += f" (exit code {result.exit_code})"
+        if self._finish_if_done(failed=failed, fatal=message if result.fatal else None):
             return True
-        if result.fatal or (
-            failed and record.consecutive_failures >= self.spec.max_consecutive_failures
-        ):
-            message = result.error_message or f"turn {record.current_turn} ended {result.outcome}"
-            if result.exit_code is not None and not result.error_message:
-                message += f" (exit code {result.exit_code})"
-            self._fail(result.outcome, message, retryable=not result.fatal)
+        if failed and record.consecutive_failures >= self.spec.max_consecutive_failures:
+            self._fail(result.outcome, message, retryable=True)
             return True
         return False
 
-    def _finish_if_done(self, before_turn: bool) -> bool:
-        """Complete or fail the run if a completion condition or a budget says so."""
+    def _finish_if_done(self, failed: bool = False, fatal: str | None = None) -> bool:
+        """Complete or fail the run if its turn, a completion condition or a budget says so.
+
+        The order matters: a binary that cannot run fails the run whatever else
+        holds; the agent's own "done" (stop file, pattern) beats a failure count;
+        reaching max_consecutive_failures beats reaching max_turns.
+        """
         record = self.record
+        if fatal is not None:
+            self._fail("spawn_failed", fatal, retryable=False)
+            return True
         reason: str | None = None
         if record.completion_detected:
             reason = record.completion_reason or "pattern"
         elif self._stop_file_present():
             reason = "stop_file"
-        elif record.current_turn >= self.spec.max_turns and not before_turn:
+        too_many_failures = record.consecutive_failures >= self.spec.max_consecutive_failures
+        if reason is None and failed and too_many_failures:
+            return False  # the caller fails the run with the turn's outcome
+        if reason is None and record.current_turn >= self.spec.max_turns:
             reason = "max_turns"
         if reason is not None:
-            line = record.completion_line if reason == "pattern" else None
-            record.completion_detected = True
-            record.completion_reason = reason
-            self._emit("completion_detected", {"reason": reason, "line": line})
-            self.store.compare_and_set(
-                record,
-                {State.RUNNING},
-                State.COMPLETED,
-                ("run_completed", {"reason": reason, "line": line}),
-                phase=Phase.IDLE,
-            )
+            self._complete(reason)
             return True
         exceeded = self._budget_exceeded()
         if exceeded is not None:
             self._fail("budget_exceeded", exceeded, retryable=False)
             return True
         return False
+
+    def _complete(self, reason: str) -> None:
+        record = self.record
+        line = record.completion_line if reason == "pattern" else None
+        record.completion_detected = True
+        record.completion_reason = reason
+        self._emit("completion_detected", {"reason": reason, "line": line})
+        self.store.compare_and_set(
+            record,
+            {State.RUNNING},
+            State.COMPLETED,
+            ("run_completed", {"reason": reason, "line": line}),
+            phase=Phase.IDLE,
+        )
 
     def _budget_exceeded(self) -> str | None:
         budget = self.spec.budget
@@ -435,6 +451,16 @@ class RunDriver:
             error=error,
             phase=Phase.IDLE,
         )
+
+
+def workspace_relative(path: str, workspace: str) -> str:
+    """Paths in events: relative to the workspace when inside it, absolute otherwise (SPEC 2.3)."""
+    if not os.path.isabs(path):
+        return os.path.normpath(path)
+    normalized = os.path.normpath(path)
+    if normalized == workspace or normalized.startswith(workspace.rstrip("/") + "/"):
+        return os.path.relpath(normalized, workspace)
+    return normalized
 
 
 def _ticks(pid: int) -> int | None:

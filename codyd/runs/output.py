@@ -78,25 +78,32 @@ class LineSplitter:
                 self._partial.clear()
             else:
                 whole = data[start:end]
-            lines.extend(self._cut(whole, final=True))
+            lines.extend(self._cut(whole))
             start = end + 1
         if start < len(data):
             self._partial += data[start:]
-            if len(self._partial) > self.max_line_bytes:
-                pending = bytes(self._partial)
-                self._partial.clear()
-                cut = self._cut(pending, final=False)
-                self._partial += cut.pop().text
-                lines.extend(cut)
+            lines.extend(self._take_full_pieces())
         return lines
 
-    def _cut(self, line: bytes, final: bool) -> list[Line]:
+    def _take_full_pieces(self) -> list[Line]:
+        """Pieces of the unfinished line that cannot be its last one.
+
+        A trailing CR is not counted: if LF follows, it is not part of the line.
+        """
+        size = self.max_line_bytes
+        known = len(self._partial) - self._partial.endswith(b"\r")
+        cut = (known - 1) // size * size if known > 0 else 0
+        pieces = [Line(bytes(self._partial[i : i + size]), split=True) for i in range(0, cut, size)]
+        del self._partial[:cut]
+        return pieces
+
+    def _cut(self, line: bytes) -> list[Line]:
         size = self.max_line_bytes
         if line.endswith(b"\r"):
             line = line[:-1]
         pieces = [line[i : i + size] for i in range(0, len(line), size)] or [b""]
         result = [Line(piece, split=True) for piece in pieces[:-1]]
-        result.append(Line(pieces[-1], split=not final))
+        result.append(Line(pieces[-1], split=False))
         return result
 
     def flush(self) -> list[Line]:
@@ -104,7 +111,7 @@ class LineSplitter:
             return []
         rest = bytes(self._partial)
         self._partial.clear()
-        return self._cut(rest, final=True)
+        return self._cut(rest)
 
 
 def _utf8_prefix(data: bytes, limit: int) -> bytes:
@@ -135,7 +142,8 @@ class OutputThrottle:
     def add(self, stream: str, text: str) -> None:
         data = text.encode("utf-8", "replace")
         buffer = self._pending.setdefault(stream, bytearray())
-        room = self.max_bytes - len(buffer)
+        # Once something was left out, later text is too: an event's text never has a hole.
+        room = 0 if stream in self._dropped else self.max_bytes - len(buffer)
         kept = _utf8_prefix(data, max(room, 0))
         buffer += kept
         dropped = len(data) - len(kept)

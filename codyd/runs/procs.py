@@ -8,9 +8,11 @@ Liveness comes from ``/proc``: a zombie (state Z) is no longer running, and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
@@ -67,24 +69,82 @@ def signal_group(pgid: int, signum: int) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class TurnMark:
+    """What identifies a turn's processes in their environment (SPEC 2.4)."""
+
+    run_id: str
+    turn: int
+
+    def matches(self, environ: bytes) -> bool:
+        entries = environ.split(b"\0")
+        return (
+            f"CODYD_RUN_ID={self.run_id}".encode() in entries
+            and f"CODYD_TURN={self.turn}".encode() in entries
+        )
+
+
+def find_marked(mark: TurnMark) -> list[int]:
+    """Live processes whose environment carries the turn's mark (escapees included)."""
+    found = []
+    me = os.getpid()
+    for entry in os.scandir(PROC):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (PROC / entry.name / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark.matches(environ):
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found
+
+
+def turn_processes(pgid: int | None, mark: TurnMark | None) -> set[int]:
+    """Every live process of a turn: its process group, and marked processes that left it."""
+    members = set(group_members(pgid)) if pgid is not None else set()
+    if mark is not None:
+        members.update(find_marked(mark))
+    return members
+
+
+def _signal_all(pgid: int | None, pids: set[int], signum: int) -> bool:
+    sent = signal_group(pgid, signum) if pgid is not None else False
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+            sent = True
+    return sent
+
+
 async def stop_group(
-    pgid: int,
+    pgid: int | None,
     sigkill_delay_s: float,
     on_signal: Callable[[str], Awaitable[None] | None] | None = None,
+    mark: TurnMark | None = None,
 ) -> None:
-    """SIGTERM the group, then SIGKILL after ``sigkill_delay_s`` if anything is left."""
-    if not group_members(pgid):
+    """SIGTERM the turn's processes, then SIGKILL after ``sigkill_delay_s`` if any are left.
+
+    The turn's processes are its process group plus, with ``mark``, any process
+    carrying the turn's ``CODYD_RUN_ID``/``CODYD_TURN`` (one that left the group
+    with ``setsid``, say).
+    """
+    alive = turn_processes(pgid, mark)
+    if not alive:
         return
-    if signal_group(pgid, signal.SIGTERM) and on_signal is not None:
+    if _signal_all(pgid, alive, signal.SIGTERM) and on_signal is not None:
         await _maybe_await(on_signal("SIGTERM"))
     with trio.move_on_after(sigkill_delay_s):
-        while group_members(pgid):
+        while turn_processes(pgid, mark):
             await trio.sleep(STOP_POLL_S)
         return
-    if group_members(pgid) and signal_group(pgid, signal.SIGKILL) and on_signal is not None:
+    alive = turn_processes(pgid, mark)
+    if alive and _signal_all(pgid, alive, signal.SIGKILL) and on_signal is not None:
         await _maybe_await(on_signal("SIGKILL"))
     with trio.move_on_after(5.0):
-        while group_members(pgid):
+        while turn_processes(pgid, mark):
             await trio.sleep(STOP_POLL_S)
 
 

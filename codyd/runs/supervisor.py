@@ -22,6 +22,7 @@ from codyd.runs import procs
 from codyd.runs.driver import RunDriver
 from codyd.runs.record import RunRecord
 from codyd.runs.state import TERMINAL, Phase, State
+from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
 from codyd.store import Store
 
@@ -192,8 +193,13 @@ class Supervisor:
         else:
             self._pause_now(record, reason)
             driver.wake()
+        return await self._answer(record)
+
+    async def _answer(self, record: RunRecord) -> dict[str, Any]:
+        """The snapshot as this call left the run, sent once its changes are durable."""
+        snapshot = record.snapshot()
         await self.store.sync()
-        return record.snapshot()
+        return snapshot
 
     def _pause_now(self, record: RunRecord, reason: str | None) -> None:
         if record.run_id in self.queue:
@@ -234,8 +240,7 @@ class Supervisor:
                 phase=Phase.BETWEEN_TURNS,
             ):
                 self._spawn_driver(record)
-        await self.store.sync()
-        return record.snapshot()
+        return await self._answer(record)
 
     async def cancel(self, run_id: Any, reason: str | None) -> dict[str, Any]:
         self._refuse_if_shutting_down()
@@ -264,16 +269,13 @@ class Supervisor:
         else:
             self.cancel_reasons[record.run_id] = reason
             driver.stop_turn("aborted")
-        await self.store.sync()
-        return record.snapshot()
+        return await self._answer(record)
 
     # -- recovery ---------------------------------------------------------------------------------
 
     async def _recover(self) -> None:
         """Bring runs left by a previous daemon to a consistent state (SPEC 2.7)."""
-        for run_id, n, pid, ticks in await self.store.open_turns():
-            record = self.store.runs.get(run_id)
-            await self._bury_lost_turn(record, run_id, n, pid, ticks)
+        await self._bury_lost_turns()
         for record in sorted(self.store.runs.values(), key=lambda r: r.created_at):
             if record.terminal:
                 continue
@@ -281,6 +283,7 @@ class Supervisor:
             if record.state is State.RUNNING:
                 record.phase = Phase.BETWEEN_TURNS
                 self.store.append(record, "run_recovered", {})
+                log.info("run recovered", run_id=record.run_id, turn=record.current_turn)
                 self._spawn_driver(record)
             elif record.state is State.PAUSING:
                 self.store.compare_and_set(
@@ -303,31 +306,58 @@ class Supervisor:
                 self.queue.append(record.run_id)
         await self.store.sync()
 
-    async def _bury_lost_turn(
-        self, record: RunRecord | None, run_id: str, n: int, pid: int | None, ticks: int | None
-    ) -> None:
-        if pid is not None and procs.is_same_process(pid, ticks):
-            log.warning("killing the orphaned agent of a lost turn", run_id=run_id, turn=n, pid=pid)
-            delay = record.spec.sigkill_delay_s if record is not None else 5.0
-            await procs.stop_group(pid, delay)
-        (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
-        self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
-        if record is None:
-            return
+    async def _bury_lost_turns(self) -> None:
+        """Stop what is left of turns a crashed daemon was running, and record them lost.
+
+        A lost turn is known by its turns row (never ended) or its ``turn.pid`` file
+        (removed when a turn ends). Its process group is killed only if the pid
+        still names the process that was started (same start time): a reused pid is
+        left alone. Processes carrying the turn's CODYD_RUN_ID/CODYD_TURN are
+        stopped too, wherever they went.
+        """
+        lost: dict[tuple[str, int], tuple[int | None, int | None]] = {}
+        for run_id, n, pid, ticks in await self.store.open_turns():
+            lost[(run_id, n)] = (pid, ticks)
+        known = set(lost)
+        for live in self.store.runs.values():
+            if live.terminal:
+                continue
+            turns_dir = self.config.state_dir / "runs" / live.run_id / "turns"
+            for pid_file in turns_dir.glob("*/turn.pid"):
+                found = read_pid_file(pid_file)
+                if found is not None and pid_file.parent.name.isdigit():
+                    lost.setdefault((live.run_id, int(pid_file.parent.name)), found)
+        for (run_id, n), (pid, ticks) in sorted(lost.items()):
+            record = self.store.runs.get(run_id)
+            # A crash is no time for long goodbyes: start-up waits on this.
+            delay = min(record.spec.sigkill_delay_s if record is not None else 2.0, 2.0)
+            same = pid is not None and ticks is not None and procs.is_same_process(pid, ticks)
+            if pid is not None and not same:
+                log.info(
+                    "lost turn's pid names another process now; leaving it",
+                    run_id=run_id,
+                    turn=n,
+                    pid=pid,
+                )
+            log.warning("stopping what is left of a lost turn", run_id=run_id, turn=n, pid=pid)
+            await procs.stop_group(pid if same else None, delay, mark=procs.TurnMark(run_id, n))
+            (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
+            if (run_id, n) in known:
+                self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
+                if record is not None:
+                    self._record_lost(record, n)
+
+    def _record_lost(self, record: RunRecord, n: int) -> None:
         record.stats.turns += 1
-        self.store.append(
-            record,
-            "turn_completed",
-            {
-                "outcome": "lost",
-                "exit_code": None,
-                "duration_ms": None,
-                "tokens": {"input": 0, "output": 0, "cached": 0},
-                "cost_usd": 0.0,
-                "stderr_tail": None,
-            },
-            turn=n,
-        )
+        data = {
+            "outcome": "lost",
+            "exit_code": None,
+            "duration_ms": None,
+            "tokens": {"input": 0, "output": 0, "cached": 0},
+            "cost_usd": 0.0,
+            "stderr_tail": None,
+        }
+        self.store.append(record, "turn_completed", data, turn=n)
 
     def turn_pids(self) -> set[int]:
         """Pids of the live turn processes (children trio waits for)."""

@@ -101,6 +101,7 @@ class Turn:
         self._stopping = False
         self._last_output = time.monotonic()
         self._stderr_tail = bytearray()
+        self._mark = procs.TurnMark(plan.run_id, plan.n)
 
     def request_stop(self, outcome: str) -> None:
         """Ask the turn to stop its agent; the first reason given is its outcome."""
@@ -136,7 +137,8 @@ class Turn:
             )
         self.pid = proc.pid
         pid_file = plan.turn_dir / "turn.pid"
-        pid_file.write_text(f"{proc.pid}\n")
+        # The start time guards recovery against a reused pid (SPEC 2.7).
+        pid_file.write_text(f"{proc.pid}\n{procs.start_ticks(proc.pid) or ''}\n")
         self.hooks.on_started(proc.pid)
         stdout_log = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
         stderr_log = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
@@ -178,7 +180,7 @@ class Turn:
             await self._stop_done.wait()
         else:
             self._stopping = True
-            await procs.stop_group(pgid, self.plan.sigkill_delay_s, self._signal_sent)
+            await procs.stop_group(pgid, self.plan.sigkill_delay_s, self._signal_sent, self._mark)
             self._stop_done.set()
 
     def _signal_sent(self, name: str) -> None:
@@ -242,12 +244,14 @@ class Turn:
         log.info(
             "stopping turn", run_id=plan.run_id, turn=plan.n, pid=pid, outcome=self.stop_outcome
         )
-        await procs.stop_group(pid, plan.sigkill_delay_s, self._signal_sent)
+        await procs.stop_group(pid, plan.sigkill_delay_s, self._signal_sent, self._mark)
         self._stop_done.set()
 
 
-def read_pid_file(path: Path) -> int | None:
+def read_pid_file(path: Path) -> tuple[int, int | None] | None:
+    """The pid and start ticks a turn.pid file holds, or None if it is unreadable."""
     try:
-        return int(path.read_text().split()[0])
+        lines = path.read_text().split()
+        return int(lines[0]), (int(lines[1]) if len(lines) > 1 else None)
     except (OSError, ValueError, IndexError):
         return None
