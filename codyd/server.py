@@ -15,7 +15,7 @@ import socket as stdsocket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -30,6 +30,8 @@ log = structlog.get_logger("codyd.server")
 MAX_IN_FLIGHT = 64
 MAX_STREAMS = 16
 STREAM_METHODS = frozenset({"run.events", "run.logs"})
+# Methods that never wait on anything: served inline, in order, by the connection's reader.
+INSTANT_METHODS = frozenset({"daemon.ping", "daemon.hello", "daemon.info", "rpc.cancel"})
 RECEIVE_BYTES = 65536
 
 
@@ -44,13 +46,12 @@ class Peer:
     gid: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Call:
     """One request being served, with the means to send stream items for it."""
 
     connection: Connection
     request: Request
-    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     # Why a stream must end ("cancelled", "shutdown"), and the wait to interrupt for it.
     end_reason: str | None = None
     wait_scope: trio.CancelScope | None = None
@@ -139,10 +140,17 @@ class Connection:
 
     async def send(self, message: dict[str, Any]) -> None:
         frame = pack(message)
-        async with self._send_lock:
+        # Frames never interleave; an uncontended lock is taken without a scheduling round.
+        if self._send_lock.locked():
+            await self._send_lock.acquire()
+        else:
+            self._send_lock.acquire_nowait()
+        try:
             if self._closed:
                 raise trio.ClosedResourceError("connection closed")
             await self.stream.send_all(frame)
+        finally:
+            self._send_lock.release()
 
     async def send_error(self, request_id: int | None, error: CodydError) -> None:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -202,7 +210,11 @@ class Connection:
             return
         call = Call(self, request, is_stream=is_stream)
         self.calls[request.id] = call
-        nursery.start_soon(self._run_call, call)
+        if request.method in INSTANT_METHODS:
+            # Answered in the reader itself: a task per ping would cost more than the ping.
+            await self._run_call(call)
+        else:
+            nursery.start_soon(self._run_call, call)
 
     async def _run_call(self, call: Call) -> None:
         response = await self._respond(call)

@@ -267,7 +267,9 @@ class RunDriver:
             self._session_seen(parsed.session_id)
         plain = strip_ansi(text) if "\x1b" in text else text
         if not self.record.sentinel_tests:
-            detector = self._detectors.setdefault(stream, TestSummaryDetector())
+            detector = self._detectors.get(stream)
+            if detector is None:
+                detector = self._detectors[stream] = TestSummaryDetector()
             for summary in detector.feed(plain):
                 self._test_summary(summary.to_data(), stream)
         if self._pattern is not None and not self.record.completion_detected:
@@ -275,7 +277,7 @@ class RunDriver:
             if candidate is not None:
                 self._match_pattern(candidate)
         if not parsed.consumed:
-            self._throttle.add(stream, text if split else text + "\n")
+            self._throttle.add(stream, raw if split else raw + b"\n")
             self._output_waiting.set()
 
     def _test_summary(self, data: dict[str, Any], stream: str) -> None:

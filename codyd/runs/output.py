@@ -9,9 +9,8 @@ keeps the complete output on disk, :class:`LineSplitter` cuts bytes into lines
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 OUTPUT_INTERVAL_S = 0.1
 OUTPUT_TEXT_BYTES = 2048
@@ -52,8 +51,7 @@ class CappedLog:
         self._fd = -1
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     text: bytes
     split: bool  # True when the line was cut at max_line_bytes (more of it follows)
 
@@ -66,22 +64,20 @@ class LineSplitter:
         self._partial = bytearray()
 
     def feed(self, data: bytes) -> list[Line]:
+        if self._partial:
+            data = bytes(self._partial) + data
+            self._partial.clear()
+        parts = data.split(b"\n")
+        rest = parts.pop()  # what follows the last newline: an unfinished line
         lines: list[Line] = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            if self._partial:
-                self._partial += data[start:end]
-                whole = bytes(self._partial)
-                self._partial.clear()
+        limit = self.max_line_bytes
+        for part in parts:
+            if len(part) <= limit:
+                lines.append(Line(part[:-1] if part.endswith(b"\r") else part, False))
             else:
-                whole = data[start:end]
-            lines.extend(self._cut(whole))
-            start = end + 1
-        if start < len(data):
-            self._partial += data[start:]
+                lines.extend(self._cut(part))
+        if rest:
+            self._partial += rest
             lines.extend(self._take_full_pieces())
         return lines
 
@@ -139,11 +135,14 @@ class OutputThrottle:
         self._pending: dict[str, bytearray] = {}
         self._dropped: dict[str, int] = {}
 
-    def add(self, stream: str, text: str) -> None:
-        data = text.encode("utf-8", "replace")
+    def add(self, stream: str, text: str | bytes) -> None:
+        data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+        if stream in self._dropped:
+            # Once something was left out, later text is too: an event's text never has a hole.
+            self._dropped[stream] += len(data)
+            return
         buffer = self._pending.setdefault(stream, bytearray())
-        # Once something was left out, later text is too: an event's text never has a hole.
-        room = 0 if stream in self._dropped else self.max_bytes - len(buffer)
+        room = self.max_bytes - len(buffer)
         kept = _utf8_prefix(data, max(room, 0))
         buffer += kept
         dropped = len(data) - len(kept)

@@ -127,6 +127,15 @@ class _GoBlock:
         return [TestSummary(passed, failed, 0, "go")]
 
 
+# Every summary line of every runner holds one of these words, or starts like go's
+# package lines: a cheap test that spares the full patterns for ordinary output.
+_HINT_RE = re.compile(r"pass|fail|FAIL|PASS|Tests|test result|error|skip|select|warn|todo|ok|\?")
+
+
+def _may_be_summary(text: str) -> bool:
+    return _HINT_RE.search(text) is not None
+
+
 class TestSummaryDetector:
     """Finds the test summaries of one output stream, fed line by line.
 
@@ -143,6 +152,10 @@ class TestSummaryDetector:
     def feed(self, line: str) -> list[TestSummary]:
         """Return the summaries completed by this line (a pending bun/go block comes first)."""
         text = strip_ansi(line).strip()
+        if not (self._bun.counts or self._go.passed or self._go.failed) and not _may_be_summary(
+            text
+        ):
+            return []
         if match := _BUN_COUNT_RE.fullmatch(text):
             return self._go.close() + self._bun.add(match["kind"], int(match["count"]))
         if self._bun.counts and _BUN_EXPECT_RE.fullmatch(text):
