@@ -16,6 +16,7 @@ from codyd.runs.prompt import PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
 from codyd.runs.state import Phase, State
 from codyd.runs.turn import Turn, TurnHooks, TurnPlan, TurnResult, agent_environment
+from codyd.runs.watch import LogWatcher, watched_files
 from codyd.telemetry.ansi import strip_ansi
 from codyd.telemetry.sentinel import parse_sentinel
 from codyd.telemetry.test_summary import TestSummaryDetector
@@ -29,6 +30,7 @@ PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updat
 FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
 MAX_BACKOFF_S = 300.0
 ACTIVITY_SAVE_S = 2.0
+LOG_CHECK_S = 1.0
 
 
 class RunDriver:
@@ -49,6 +51,11 @@ class RunDriver:
         )
         self._detectors: dict[str, TestSummaryDetector] = {}
         self._activity_saved = 0.0
+        self._watcher = (
+            LogWatcher(watched_files(self.spec.workspace, self.spec.watch_logs))
+            if self.spec.watch_logs
+            else None
+        )
         self._turn_tokens = Tokens()
         self._turn_cost = 0.0
 
@@ -187,6 +194,8 @@ class RunDriver:
     async def _run_with_output(self, turn: Turn) -> TurnResult:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._pump_output)
+            if self._watcher is not None:
+                nursery.start_soon(self._watch_logs)
             deadline = self._duration_deadline()
             with trio.CancelScope() as scope:
                 if deadline is not None:
@@ -197,7 +206,18 @@ class RunDriver:
             for summary in detector.flush():
                 self._test_summary(summary.to_data(), stream)
         await self._flush_output()
+        self._check_logs()
         return result
+
+    async def _watch_logs(self) -> None:
+        while True:
+            await trio.sleep(LOG_CHECK_S)
+            self._check_logs()
+
+    def _check_logs(self) -> None:
+        if self._watcher is not None:
+            for update in self._watcher.check():
+                self._emit("log_updated", update)
 
     async def _duration_watch(self, turn: Turn, deadline: float, scope: trio.CancelScope) -> None:
         await trio.sleep_until(deadline)
