@@ -24,14 +24,9 @@ LIFECYCLE_TYPES = frozenset(
     }
 )
 
-EVENT_TYPES = LIFECYCLE_TYPES | frozenset(
+# The telemetry an agent may report itself through sentinel lines (SPEC 2.6).
+SENTINEL_TYPES = frozenset(
     {
-        "subprocess_output",
-        "session_started",
-        "resume_mismatch",
-        "message",
-        "tool_call",
-        "command",
         "file_read",
         "file_written",
         "file_deleted",
@@ -40,14 +35,29 @@ EVENT_TYPES = LIFECYCLE_TYPES | frozenset(
         "test_run_completed",
         "token_usage",
         "cost",
-        "completion_detected",
-        "stall_detected",
-        "signal_sent",
-        "lease_lost",
-        "control_received",
-        "warning",
-        "custom",
+        "message",
     }
+)
+
+EVENT_TYPES = (
+    LIFECYCLE_TYPES
+    | SENTINEL_TYPES
+    | frozenset(
+        {
+            "subprocess_output",
+            "session_started",
+            "resume_mismatch",
+            "tool_call",
+            "command",
+            "completion_detected",
+            "stall_detected",
+            "signal_sent",
+            "lease_lost",
+            "control_received",
+            "warning",
+            "custom",
+        }
+    )
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,18 +47,18 @@ def is_same_process(pid: int, ticks: int | None) -> bool:
     return ticks is None or int(fields[19]) == ticks
 
 
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Every process with its stat fields after the command name (state, ppid, pgrp, ...)."""
+    for entry in os.scandir(PROC):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None and len(fields) >= 3:
+                yield int(entry.name), fields
+
+
 def group_members(pgid: int) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is ``pgid``."""
-    members = []
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None or len(fields) < 3 or fields[0] == "Z":
-            continue
-        if int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [pid for pid, f in _processes() if f[0] != "Z" and int(f[2]) == pgid]
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -166,14 +166,7 @@ def become_subreaper() -> bool:
 
 def zombie_children(parent: int) -> list[int]:
     """Pids of exited, unreaped children of ``parent``."""
-    zombies = []
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and len(fields) > 1 and fields[0] == "Z" and int(fields[1]) == parent:
-            zombies.append(int(entry.name))
-    return zombies
+    return [pid for pid, f in _processes() if f[0] == "Z" and int(f[1]) == parent]
 
 
 def reap_orphans(own: Callable[[], set[int]]) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from codyd.events import SENTINEL_TYPES
 from codyd.telemetry.ansi import strip_ansi
 
 SENTINEL_KEY: Final = "__cody_event__"
@@ -31,19 +32,7 @@ MAX_DEPTH: Final = 64
 DEFAULT_TEST_RUNNER: Final = "sentinel"
 DEFAULT_MESSAGE_ROLE: Final = "assistant"
 
-ALLOWED_TYPES = frozenset(
-    {
-        "file_read",
-        "file_written",
-        "file_deleted",
-        "log_updated",
-        "test_run_started",
-        "test_run_completed",
-        "token_usage",
-        "cost",
-        "message",
-    }
-)
+ALLOWED_TYPES = SENTINEL_TYPES
 
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
