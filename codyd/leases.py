@@ -12,7 +12,11 @@ from __future__ import annotations
 import secrets
 import time
 
+import structlog
+
 from codyd.store import Store
+
+log = structlog.get_logger("codyd.leases")
 
 
 class LocalLeases:
@@ -31,11 +35,13 @@ class LocalLeases:
             (run_id, self.holder, time.time() + self.ttl_s),
         )
         self.held.add(run_id)
+        log.info("lease gained", run_id=run_id, holder=self.holder)
         return True
 
     def release(self, run_id: str) -> None:
         if run_id in self.held:
             self.held.discard(run_id)
+            log.info("lease released", run_id=run_id, holder=self.holder)
             self.store.execute_later(
                 "DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, self.holder)
             )

@@ -225,6 +225,7 @@ class Connection:
 
     async def _respond(self, call: Call) -> dict[str, Any]:
         request = call.request
+        log.debug("request", method=request.method, id=request.id, peer_pid=self.peer.pid)
         try:
             return {"id": request.id, "result": await self.server.dispatch(call)}
         except CodydError as exc:

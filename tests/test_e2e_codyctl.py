@@ -569,3 +569,19 @@ def test_json_on_every_command_prints_only_json(daemon: Daemon) -> None:
         for value in json_lines(result.stdout):
             assert isinstance(value, dict), (args, value)
     assert daemon.wait_exit() == 0
+
+
+def test_tail_reports_trimmed_and_continues_from_the_oldest_event(daemon_factory) -> None:
+    """When events after the cursor were trimmed, tail warns on stderr and prints from the oldest retained one."""
+    daemon = daemon_factory(env={"CODYD_EVENT_RETENTION__MAX_EVENTS_PER_RUN": "5"})
+    daemon.start_run(agent("sentinels"), run_id="tr", max_turns=3)
+    daemon.wait_state("tr", "completed")
+    oldest = wait_until(
+        lambda: (first := daemon.events("tr")[0]["seq"]) > 1 and first,
+        what="retention to trim the run's events",
+    )
+    result = codyctl(daemon, "--json", "tail", "tr", "--after", "1")
+    assert result.returncode == 0, result.stderr
+    assert "trimmed" in result.stderr.decode()
+    seqs = [json.loads(line)["seq"] for line in result.stdout.decode().splitlines()]
+    assert seqs[0] == oldest and seqs == list(range(oldest, oldest + len(seqs)))
