@@ -435,6 +435,20 @@ class Store:
         )
         return [(str(r[0]), int(r[1]), r[2], r[3]) for r in rows]
 
+    # -- small durable values (cursors) ----------------------------------------------------
+
+    def kv_set(self, key: str, value: str) -> None:
+        """Queue a value for the next commit."""
+        self.execute_later(
+            "INSERT INTO kv (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    async def kv_get(self, key: str) -> str | None:
+        rows = await self.read("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
     # -- retention -------------------------------------------------------------------------
 
     def apply_retention(self, max_events_per_run: int, max_runs: int) -> None:

@@ -1,4 +1,8 @@
-"""What every agent adapter provides (SPEC 2.5)."""
+"""What every agent adapter provides (SPEC 2.5).
+
+A new adapter object reads each turn: it may keep state across the lines of one
+turn (items in progress, message ids already counted), never across turns.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,15 @@ from codyd.spec import RunSpec
 
 @dataclass(slots=True)
 class Parsed:
-    """What an adapter made of one stdout line."""
+    """What an adapter made of one output line."""
 
+    # Normalized events (SPEC 3.2) with their data; token_usage and cost data are the
+    # agent's report for this turn as given (the run driver applies the usage mode).
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     consumed: bool = False  # True: structured data, not shown as subprocess_output
-    session_id: str | None = None
-    message_text: str | None = None  # assistant text, for completion.pattern
+    session_id: str | None = None  # the agent reported this session id
+    message_text: str | None = None  # assistant text, matched by completion.pattern
+    resume_failed: bool = False  # the agent could not resume the requested session
 
 
 class Adapter(Protocol):
@@ -31,5 +38,6 @@ class Adapter(Protocol):
     def parse_stderr(self, line: str) -> Parsed:
         """Read one stderr line."""
 
-    def turn_error(self) -> str | None:
-        """The error the agent reported during the turn, if any."""
+    def finish(self, exit_code: int | None) -> str | None:
+        """At the end of the turn: the error the agent reported (or its silence implies),
+        which makes the turn's outcome ``error`` even after exit 0; None if it went well."""

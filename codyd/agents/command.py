@@ -25,5 +25,5 @@ class CommandAdapter:
         # Every line of a command agent is output; a session line is also remembered.
         return Parsed(session_id=find_session_id(line))
 
-    def turn_error(self) -> str | None:
+    def finish(self, exit_code: int | None) -> str | None:
         return None

@@ -144,6 +144,7 @@ class RunDriver:
             prompt = None
             prompt_error = str(exc)
         session = record.session_id if self.spec.resume_session else None
+        self.adapter = adapter_for(self.spec.agent)
         agent_config = self.config.agents.get(self.spec.agent)
         argv = self.adapter.argv(self.spec, agent_config, session)
         plan = TurnPlan(
@@ -207,6 +208,11 @@ class RunDriver:
                 self._test_summary(summary.to_data(), stream)
         await self._flush_output()
         self._check_logs()
+        if result.outcome in ("ok", "error"):
+            reported = self.adapter.finish(result.exit_code)
+            if reported is not None:
+                result.outcome = "error"
+                result.error_message = reported
         return result
 
     async def _watch_logs(self) -> None:

@@ -156,11 +156,11 @@ class Supervisor:
 
     # -- control ----------------------------------------------------------------------------------
 
-    def _control(self, record: RunRecord, action: str, reason: str | None) -> None:
+    def _control(self, record: RunRecord, action: str, reason: str | None, source: str) -> None:
         self.store.append(
             record,
             "control_received",
-            {"action": action, "source": "rpc", "reason": reason},
+            {"action": action, "source": source, "reason": reason},
             turn=record.current_turn or None,
         )
 
@@ -171,7 +171,9 @@ class Supervisor:
                 state=record.state.value,
             )
 
-    async def pause(self, run_id: Any, reason: str | None, now: bool) -> dict[str, Any]:
+    async def pause(
+        self, run_id: Any, reason: str | None, now: bool, source: str = "rpc"
+    ) -> dict[str, Any]:
         self._refuse_if_shutting_down()
         record = self.get(run_id)
         self._refuse_terminal(record, "pause")
@@ -181,7 +183,7 @@ class Supervisor:
             return record.snapshot()
         self.pause_reasons[record.run_id] = reason
         driver = self.drivers.get(record.run_id)
-        self._control(record, "pause", reason)
+        self._control(record, "pause", reason, source)
         if record.state is State.QUEUED or driver is None:
             self._pause_now(record, reason)
         elif record.phase is Phase.IN_TURN:
@@ -213,7 +215,7 @@ class Supervisor:
             paused_since=time.time(),
         )
 
-    async def resume(self, run_id: Any) -> dict[str, Any]:
+    async def resume(self, run_id: Any, source: str = "rpc") -> dict[str, Any]:
         self._refuse_if_shutting_down()
         record = self.get(run_id)
         self._refuse_terminal(record, "resume")
@@ -221,7 +223,7 @@ class Supervisor:
             return record.snapshot()
         if record.state is State.CANCELLING:
             raise InvalidState(f"run {record.run_id!r} is being cancelled", state="cancelling")
-        self._control(record, "resume", None)
+        self._control(record, "resume", None, source)
         if record.state is State.PAUSING:
             self.store.compare_and_set(record, {State.PAUSING}, State.RUNNING, ("run_resumed", {}))
         else:
@@ -242,13 +244,13 @@ class Supervisor:
                 self._spawn_driver(record)
         return await self._answer(record)
 
-    async def cancel(self, run_id: Any, reason: str | None) -> dict[str, Any]:
+    async def cancel(self, run_id: Any, reason: str | None, source: str = "rpc") -> dict[str, Any]:
         self._refuse_if_shutting_down()
         record = self.get(run_id)
         if record.state in (State.CANCELLED, State.CANCELLING):
             return record.snapshot()
         self._refuse_terminal(record, "cancel")
-        self._control(record, "cancel", reason)
+        self._control(record, "cancel", reason, source)
         self.store.compare_and_set(
             record,
             {State.QUEUED, State.RUNNING, State.PAUSING, State.PAUSED},
