@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import trio
 
-from codyd.agents import adapter_for
+from codyd.agents import Parsed, adapter_for
 from codyd.runs.output import OutputThrottle
 from codyd.runs.prompt import PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("codyd.run")
 
+USAGE_EVENTS = frozenset({"token_usage", "cost"})
 PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})
 FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
 MAX_BACKOFF_S = 300.0
@@ -58,6 +59,11 @@ class RunDriver:
         )
         self._turn_tokens = Tokens()
         self._turn_cost = 0.0
+        self._requested_session: str | None = None
+        self._sessions_this_turn: set[str] = set()
+        self._resume_failed = False
+        agent_config = self.config.agents.get(self.spec.agent)
+        self._usage_mode = agent_config.usage if agent_config is not None else "per_turn"
 
     # -- control from outside ----------------------------------------------------------
 
@@ -145,6 +151,9 @@ class RunDriver:
             prompt_error = str(exc)
         session = record.session_id if self.spec.resume_session else None
         self.adapter = adapter_for(self.spec.agent)
+        self._requested_session = session
+        self._sessions_this_turn = set()
+        self._resume_failed = False
         agent_config = self.config.agents.get(self.spec.agent)
         argv = self.adapter.argv(self.spec, agent_config, session)
         plan = TurnPlan(
@@ -213,6 +222,14 @@ class RunDriver:
             if reported is not None:
                 result.outcome = "error"
                 result.error_message = reported
+        if self._resume_failed and self._requested_session is not None:
+            # A session the agent no longer knows: the next turn starts a fresh one.
+            self._warn(
+                f"the agent could not resume session {self._requested_session}; "
+                "the next turn starts a new session"
+            )
+            if self.record.session_id == self._requested_session:
+                self.record.session_id = None
         return result
 
     async def _watch_logs(self) -> None:
@@ -282,17 +299,9 @@ class RunDriver:
                     self.record.sentinel_tests = True
                 self._emit(sentinel.type, sentinel.data)
                 return
-        parsed = (
-            self.adapter.parse_stdout(text)
-            if stream == "stdout"
-            else self.adapter.parse_stderr(text)
-        )
-        for type_, data in parsed.events:
-            self._emit(type_, data)
-        if parsed.session_id is not None:
-            self._session_seen(parsed.session_id)
+        parsed = self._parse(stream, text)
         plain = strip_ansi(text) if "\x1b" in text else text
-        if not self.record.sentinel_tests:
+        if not parsed.consumed and not self.record.sentinel_tests:
             detector = self._detectors.get(stream)
             if detector is None:
                 detector = self._detectors[stream] = TestSummaryDetector()
@@ -305,6 +314,21 @@ class RunDriver:
         if not parsed.consumed:
             self._throttle.add(stream, raw if split else raw + b"\n")
             self._output_waiting.set()
+
+    def _parse(self, stream: str, text: str) -> Parsed:
+        """Let the adapter read the line, and emit what it found."""
+        adapter = self.adapter
+        parsed = adapter.parse_stdout(text) if stream == "stdout" else adapter.parse_stderr(text)
+        if parsed.session_id is not None:
+            self._session_seen(parsed.session_id)
+        if parsed.resume_failed:
+            self._resume_failed = True
+        for type_, data in parsed.events:
+            if type_ in USAGE_EVENTS:
+                self._emit_usage(type_, data)
+            else:
+                self._emit(type_, data)
+        return parsed
 
     def _test_summary(self, data: dict[str, Any], stream: str) -> None:
         if not self.record.sentinel_tests:
@@ -322,10 +346,36 @@ class RunDriver:
                 return
 
     def _session_seen(self, session_id: str) -> None:
+        """The agent reported its session: once per turn, and a resumed one must match."""
+        if session_id in self._sessions_this_turn:
+            return
+        self._sessions_this_turn.add(session_id)
         record = self.record
-        if session_id != record.session_id:
-            record.session_id = session_id
-            self._emit("session_started", {"session_id": session_id})
+        requested = self._requested_session
+        if requested is not None and session_id != requested:
+            self._emit("resume_mismatch", {"requested": requested, "observed": session_id})
+        record.session_id = session_id
+        self._emit("session_started", {"session_id": session_id})
+
+    def _emit_usage(self, type_: str, data: dict[str, Any]) -> None:
+        """An agent's token or cost report: added as is, or as the growth of a session total."""
+        if self._usage_mode == "session_total":
+            data = self._usage_increment(type_, data)
+        self._emit(type_, data)
+
+    def _usage_increment(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        record = self.record
+        baseline = record.usage_baseline
+        if baseline is None or baseline.get("session_id") != record.session_id:
+            baseline = {"session_id": record.session_id}  # a new session starts from zero
+        keys = ("input", "output", "cached") if type_ == "token_usage" else ("usd",)
+        increment: dict[str, Any] = {}
+        for key in keys:
+            total = data[key]
+            increment[key] = max(0, total - baseline.get(key, 0))
+            baseline[key] = total
+        record.usage_baseline = baseline
+        return increment
 
     async def _pump_output(self) -> None:
         while True:

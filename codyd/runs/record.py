@@ -108,6 +108,8 @@ class RunRecord:
     consecutive_failures: int = 0
     # Once a sentinel reported test results, text summaries are no longer counted (SPEC 2.6).
     sentinel_tests: bool = False
+    # agents.<name>.usage = "session_total": the last totals reported by the session.
+    usage_baseline: dict[str, Any] | None = None
     # Seconds spent paused, so budget.max_duration_s counts running time only.
     paused_total_s: float = 0.0
     paused_since: float | None = None
