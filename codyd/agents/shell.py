@@ -20,7 +20,7 @@ Shell command lines (as the agents report them):
   ``-`` and ``/dev/*`` are never reads. Redirection targets are not operands.
 
 Nothing here runs a shell; a script that cannot be tokenized (an unclosed quote) is kept
-as given, is no test run and reads nothing.
+as given, is no test run and reads nothing, and so is a script over 64 KiB.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import json
 import re
 from collections.abc import Iterator
 from typing import Any, Final
+
+from codyd.telemetry.test_summary import TestSummaryDetector
 
 # -- shell ----------------------------------------------------------------------------------
 
@@ -39,6 +41,9 @@ _FILE_NAME_RE = re.compile(r"[^/]*[^./][^/]*\.[A-Za-z0-9_+-]{1,16}")
 _NOT_A_PATH_RE = re.compile(r"[*?\[\]{}$`~]|^-|^/dev/")
 _PYTHON_RE = re.compile(r"python(?:\d+(?:\.\d+)*)?")
 _MAX_NESTING: Final = 4
+# Longer scripts (a file written through a here-document, say) are not read for test runs
+# or file reads: reading them would cost more than it tells.
+MAX_SCRIPT_CHARS: Final = 64 * 1024
 
 
 class _Word(str):
@@ -161,6 +166,8 @@ def _shell_script(argv: list[str]) -> str | None:
 
 def unwrap_shell(command: str) -> str:
     """The script that ``command`` runs through ``<shell> -lc``; ``command`` itself otherwise."""
+    if len(command) > MAX_SCRIPT_CHARS:
+        return command
     for _ in range(_MAX_NESTING):
         try:
             tokens = _tokens(command)
@@ -177,6 +184,8 @@ def unwrap_shell(command: str) -> str:
 
 def _programs(script: str, depth: int = 0) -> Iterator[list[str]]:
     """Every simple command of ``script`` with wrappers removed, nested shells included."""
+    if len(script) > MAX_SCRIPT_CHARS:
+        return
     try:
         commands = simple_commands(script)
     except ValueError:
@@ -193,7 +202,7 @@ def _programs(script: str, depth: int = 0) -> Iterator[list[str]]:
             yield argv
 
 
-# Wrapper programs: how many leading options they take, as (flags taking a value).
+# Wrapper programs that run the command after their options, with the options taking a value.
 _WRAPPERS: Final[dict[str, frozenset[str]]] = {
     "env": frozenset({"-u", "--unset", "-C", "--chdir", "-S"}),
     "timeout": frozenset({"-s", "--signal", "-k", "--kill-after"}),
@@ -336,6 +345,13 @@ def _is_package_test(name: str, args: list[str]) -> bool:
     return name != "npm" and sub in ("jest", "vitest", "mocha")
 
 
+def summaries_in(output: str) -> list[dict[str, Any]]:
+    """The ``test_run_completed`` data of every test summary in a command's whole output."""
+    detector = TestSummaryDetector()
+    summaries = [summary for line in output.splitlines() for summary in detector.feed(line)]
+    return [summary.to_data() for summary in summaries + detector.flush()]
+
+
 # -- file reads -----------------------------------------------------------------------------
 
 _HEAD_TAIL_VALUED: Final = frozenset({"-n", "-c", "--lines", "--bytes", "-s", "--sleep-interval"})
@@ -466,9 +482,10 @@ def load_object(line: str) -> dict[str, Any] | None:
         return None
     if _SURROGATE_RE.search(text):
         try:
-            return {str(key): _scrub(item) for key, item in value.items()}
+            scrubbed: dict[str, Any] = _scrub(value)
         except RecursionError:
             return None
+        return scrubbed
     return value
 
 

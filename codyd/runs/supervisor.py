@@ -16,7 +16,7 @@ import structlog
 import trio
 
 from codyd.config import Config
-from codyd.errors import Conflict, InvalidParams, InvalidState, NotFound, ShuttingDown
+from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
 from codyd.leases import LocalLeases
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
@@ -108,8 +108,6 @@ class Supervisor:
                     f"({other.state.value})",
                     run_id=other.run_id,
                 )
-        if spec.agent != "command":
-            raise InvalidParams("agent", f"agent {spec.agent!r} is not supported by this codyd yet")
         record = RunRecord(spec=spec, node=self.config.node, created_at=time.time())
         self.store.add_run(record)
         self.store.append(record, "run_queued", {"spec": spec.to_wire(redact_env=True)})

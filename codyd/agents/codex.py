@@ -1,0 +1,209 @@
+"""The OpenAI Codex CLI adapter: ``codex exec --json``, one JSON event per stdout line.
+
+What each line becomes (SPEC 2.5, 2.6):
+
+* ``thread.started`` reports the session id (``thread_id``).
+* ``item.completed`` items, each acted on once per item id: ``agent_message`` (older builds:
+  ``assistant_message``; the item kind may be ``item_type``) → ``message``;
+  ``command_execution`` → ``command`` with the script unwrapped from ``<shell> -lc``, then a
+  ``file_read`` per file the script obviously reads and, for a test run, one
+  ``test_run_completed`` per test summary in its ``aggregated_output``; ``file_change`` with
+  status ``completed`` → ``file_written`` per change (``file_deleted`` for kind ``delete``);
+  ``mcp_tool_call`` and ``web_search`` → ``tool_call``; ``error`` items → ``warning``.
+  A test run's ``test_run_started`` comes at its ``item.started`` (or with its completion
+  when no start was seen). Reasoning, plans, todo lists and unknown kinds are consumed.
+* ``turn.completed`` → ``token_usage`` (``input_tokens`` already counts the cached part).
+* ``turn.failed`` → the turn's error (see :meth:`CodexAdapter.finish`); a top-level
+  ``error`` line (``Reconnecting... 1/5``) is only a ``warning``.
+
+Unknown session: before any ``thread.started``, a line on stderr, or an ``error`` /
+``turn.failed`` message, saying that no rollout, thread, session or conversation was found
+(``no rollout found for thread id <id>``, ``No saved session found with ID <id>``,
+``thread/session <id> not found``) marks the turn as a failed resume.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Final
+
+from codyd.agents.base import Parsed
+from codyd.agents.shell import (
+    count,
+    exit_status,
+    files_read,
+    is_test_command,
+    load_object,
+    plain,
+    summaries_in,
+    text,
+    unwrap_shell,
+)
+from codyd.config import AgentConfig
+from codyd.spec import RunSpec
+from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.session import find_session_id
+
+NO_TURN_COMPLETED: Final = "codex exited without turn.completed"
+UNKNOWN_SESSION_RE = re.compile(
+    r"(?i)\bno (?:saved )?(?:rollout|thread|session|conversation)s? found"
+    r"|\b(?:rollout|thread|session|conversation)\b[^\n]{0,160}?\bnot found\b"
+)
+_ITEM_EVENTS: Final = frozenset({"item.started", "item.updated", "item.completed"})
+
+
+def _script(item: dict[str, Any]) -> str:
+    """The command an item ran, unwrapped from ``<shell> -lc`` (older builds: an argv list)."""
+    command = item.get("command")
+    if isinstance(command, list) and all(isinstance(word, str) for word in command):
+        command = shlex.join(command)
+    return unwrap_shell(command) if isinstance(command, str) else ""
+
+
+def _change_kind(change: dict[str, Any]) -> str | None:
+    kind = change.get("kind")
+    if isinstance(kind, dict):  # app-server builds: {"type": "update", "move_path": ...}
+        kind = kind.get("type")
+    return text(kind)
+
+
+class CodexAdapter:
+    """Reads one ``codex exec --json`` turn."""
+
+    name = "codex"
+
+    def __init__(self) -> None:
+        self._done: set[str] = set()  # ids of items already acted on
+        self._tests_started: set[str] = set()  # ids of test commands already announced
+        self._thread_started = False
+        self._turn_completed = False
+        self._turn_failed: str | None = None
+
+    def argv(self, spec: RunSpec, agent: AgentConfig | None, session_id: str | None) -> list[str]:
+        argv = [agent.bin if agent else "codex", "exec", "--json", "--cd", spec.workspace]
+        argv.append("--skip-git-repo-check")
+        if spec.model:
+            argv += ["-m", spec.model]
+        argv += agent.args if agent else ()
+        if session_id:
+            argv += ["resume", session_id]
+        return [*argv, "-"]
+
+    def parse_stdout(self, line: str) -> Parsed:
+        event = load_object(line)
+        if event is None:
+            return Parsed()
+        parsed = Parsed(consumed=True)
+        kind = text(event.get("type"))
+        if kind == "thread.started":
+            thread_id = text(event.get("thread_id"))
+            if thread_id:
+                self._thread_started = True
+                parsed.session_id = thread_id
+        elif kind in _ITEM_EVENTS and isinstance(event.get("item"), dict):
+            self._item(kind, event["item"], parsed)
+        elif kind == "turn.completed":
+            self._turn_completed = True
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                parsed.events.append(("token_usage", self._usage(usage)))
+        elif kind == "turn.failed":
+            error = event.get("error")
+            message = text(error.get("message")) if isinstance(error, dict) else None
+            self._turn_failed = message or "turn failed"
+            parsed.resume_failed = self._resume_failed(self._turn_failed)
+        elif kind == "error":
+            message = text(event.get("message")) or "codex reported an error"
+            parsed.events.append(("warning", {"message": message}))
+            parsed.resume_failed = self._resume_failed(message)
+        return parsed
+
+    def parse_stderr(self, line: str) -> Parsed:
+        plain_line = strip_ansi(line)
+        return Parsed(
+            session_id=find_session_id(plain_line),
+            resume_failed=self._resume_failed(plain_line),
+        )
+
+    def finish(self, exit_code: int | None) -> str | None:
+        if self._turn_failed is not None:
+            return self._turn_failed
+        if not self._turn_completed and exit_code == 0:
+            return NO_TURN_COMPLETED
+        return None
+
+    def _resume_failed(self, message: str) -> bool:
+        return not self._thread_started and UNKNOWN_SESSION_RE.search(message) is not None
+
+    @staticmethod
+    def _usage(usage: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "input": count(usage.get("input_tokens")),
+            "output": count(usage.get("output_tokens")),
+            "cached": count(usage.get("cached_input_tokens")),
+        }
+
+    def _item(self, kind: str, item: dict[str, Any], parsed: Parsed) -> None:
+        item_id = text(item.get("id"))
+        item_type = text(item.get("type")) or text(item.get("item_type"))
+        if item_type == "command_execution" and kind != "item.completed":
+            self._announce_test(item_id, _script(item), parsed)
+        if kind != "item.completed" or (item_id is not None and item_id in self._done):
+            return
+        if item_type == "file_change" and item.get("status", "completed") != "completed":
+            return  # a failed patch wrote nothing; a later completion may still come
+        if item_id is not None:
+            self._done.add(item_id)
+        if item_type in ("agent_message", "assistant_message"):
+            message = text(item.get("text"))
+            if message is not None:
+                parsed.events.append(("message", {"role": "assistant", "text": message}))
+                parsed.message_text = message
+        elif item_type == "command_execution":
+            self._command(item_id, item, parsed)
+        elif item_type == "file_change":
+            self._file_change(item, parsed)
+        elif item_type == "mcp_tool_call":
+            name = f"mcp__{text(item.get('server')) or ''}__{text(item.get('tool')) or ''}"
+            tool_input = plain(item.get("arguments"))
+            parsed.events.append(("tool_call", {"name": name, "input": tool_input}))
+        elif item_type == "web_search":
+            query = {"query": text(item.get("query")) or ""}
+            parsed.events.append(("tool_call", {"name": "web_search", "input": query}))
+        elif item_type == "error":
+            message = text(item.get("message")) or "codex reported an error"
+            parsed.events.append(("warning", {"message": message}))
+
+    def _announce_test(self, item_id: str | None, script: str, parsed: Parsed) -> bool:
+        """Emit ``test_run_started`` once per test command; True if it is one."""
+        if not is_test_command(script):
+            return False
+        if item_id is None or item_id not in self._tests_started:
+            parsed.events.append(("test_run_started", {"command": script}))
+            if item_id is not None:
+                self._tests_started.add(item_id)
+        return True
+
+    def _command(self, item_id: str | None, item: dict[str, Any], parsed: Parsed) -> None:
+        script = _script(item)
+        is_test = self._announce_test(item_id, script, parsed)
+        exit_code = exit_status(item.get("exit_code"))
+        status = text(item.get("status")) or ("completed" if exit_code == 0 else "failed")
+        parsed.events.append(
+            ("command", {"command": script, "exit_code": exit_code, "status": status})
+        )
+        if exit_code == 0:
+            parsed.events += [("file_read", {"path": path}) for path in files_read(script)]
+        output = item.get("aggregated_output")
+        if is_test and isinstance(output, str):
+            parsed.events += [("test_run_completed", data) for data in summaries_in(output)]
+
+    @staticmethod
+    def _file_change(item: dict[str, Any], parsed: Parsed) -> None:
+        changes = item.get("changes")
+        for change in changes if isinstance(changes, list) else ():
+            path = text(change.get("path")) if isinstance(change, dict) else None
+            if path:
+                kind = "file_deleted" if _change_kind(change) == "delete" else "file_written"
+                parsed.events.append((kind, {"path": path}))
