@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from codyd.errors import InvalidParams
+from codyd.redact import redact_argv
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -83,7 +84,11 @@ class RunSpec:
         return {
             "workspace": self.workspace,
             "agent": self.agent,
-            "command": None if self.command is None else list(self.command),
+            "command": None
+            if self.command is None
+            else redact_argv(self.command, self.env.values())
+            if redact_env
+            else list(self.command),
             "prompt": self.prompt,
             "prompt_file": self.prompt_file,
             "context_files": list(self.context_files),

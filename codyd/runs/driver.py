@@ -11,6 +11,7 @@ import structlog
 import trio
 
 from codyd.agents import Parsed, adapter_for
+from codyd.redact import redact_argv, redact_text
 from codyd.runs.output import OutputThrottle
 from codyd.runs.prompt import PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
@@ -62,6 +63,7 @@ class RunDriver:
         self._requested_session: str | None = None
         self._sessions_this_turn: set[str] = set()
         self._resume_failed = False
+        self._split_warned = False
         agent_config = self.config.agents.get(self.spec.agent)
         self._usage_mode = agent_config.usage if agent_config is not None else "per_turn"
 
@@ -154,6 +156,7 @@ class RunDriver:
         self._requested_session = session
         self._sessions_this_turn = set()
         self._resume_failed = False
+        self._split_warned = False
         agent_config = self.config.agents.get(self.spec.agent)
         argv = self.adapter.argv(self.spec, agent_config, session)
         plan = TurnPlan(
@@ -264,7 +267,8 @@ class RunDriver:
         self.store.save_turn(
             record.run_id, turn.plan.n, started_at=time.time(), pid=pid, pid_start_ticks=_ticks(pid)
         )
-        self._emit("turn_started", {"pid": pid, "argv": argv, "session_id": session})
+        shown = redact_argv(argv, self.spec.env.values())
+        self._emit("turn_started", {"pid": pid, "argv": shown, "session_id": session})
         log.info("turn started", run_id=record.run_id, turn=turn.plan.n, pid=pid)
 
     # -- output ------------------------------------------------------------------------------------
@@ -280,6 +284,10 @@ class RunDriver:
             self._turn_cost += data["usd"]
         self.store.append(record, type_, data, turn=record.current_turn or None)
 
+    def _redact(self, text: str) -> str:
+        """Output may echo the run's secrets; they never reach an event."""
+        return redact_text(text, self.spec.env.values())
+
     def _warn(self, message: str) -> None:
         self._emit("warning", {"message": message})
 
@@ -291,6 +299,12 @@ class RunDriver:
             self.store.save(self.record)
 
     def _on_line(self, stream: str, raw: bytes, split: bool) -> None:
+        if split and not self._split_warned:
+            self._split_warned = True
+            self._warn(
+                f"{stream} line longer than max_line_bytes={self.config.max_line_bytes} "
+                "was split (the log file has it whole)"
+            )
         text = raw.decode("utf-8", "replace")
         if not split and "__cody_event__" in text:
             sentinel = parse_sentinel(text)
@@ -394,6 +408,7 @@ class RunDriver:
     def _emit_output(self) -> None:
         data = self._throttle.take(time.monotonic())
         if data is not None:
+            data["text"] = self._redact(data["text"])
             self.store.append(self.record, "subprocess_output", data, turn=self.record.current_turn)
 
     # -- after a turn ---------------------------------------------------------------------------
@@ -424,7 +439,9 @@ class RunDriver:
                 "duration_ms": result.duration_ms,
                 "tokens": self._turn_tokens.to_wire(),
                 "cost_usd": self._turn_cost,
-                "stderr_tail": result.stderr_tail,
+                "stderr_tail": None
+                if result.stderr_tail is None
+                else self._redact(result.stderr_tail),
             },
         )
         log.info(
