@@ -48,6 +48,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     from codyd.daemon import serve as serve_daemon
     from codyd.logging import configure
     from codyd.runs.procs import become_subreaper
+    from codyd.server import StartupError
     from codyd.store import StoreVersionError
 
     configure(config.log_format, config.log_level)
@@ -59,12 +60,25 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         with lock_state_dir(config.state_dir):
             become_subreaper()
             trio.run(serve_daemon, config)
-    except (StateDirBusy, StoreVersionError) as exc:
-        log.error(str(exc))
-        click.echo(f"codyd: {exc}", err=True)
+    except BaseException as exc:
+        known = _startup_error(exc, (StateDirBusy, StoreVersionError, StartupError))
+        if known is None:
+            raise
+        log.error(str(known))
+        click.echo(f"codyd: {known}", err=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(0)
+
+
+def _startup_error(exc: BaseException, kinds: tuple[type[Exception], ...]) -> Exception | None:
+    """The start-up error inside ``exc`` (trio wraps errors of its tasks in groups)."""
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _startup_error(inner, kinds)
+            if found is not None:
+                return found
+    return None
 
 
 @main.command("check-config")

@@ -250,6 +250,7 @@ class Server:
         self.policy = PeerPolicy(config)
         self.connections: set[Connection] = set()
         self.path = config.socket
+        self._sock: trio.socket.SocketType | None = None
 
     def _prepare_path(self) -> None:
         parent = self.path.parent
@@ -271,19 +272,22 @@ class Server:
             finally:
                 probe.close()
 
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    def bind(self) -> None:
+        """Claim the socket path and listen; fails fast, before any run is touched.
+
+        The socket is bound under a staging name and renamed into place, so nobody
+        ever sees it before its owner and mode are right. Connections wait in the
+        backlog until :meth:`serve` accepts them.
+        """
+        if self._sock is not None:
+            return
         self._prepare_path()
-        sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-        # Bind under a temporary name and rename into place, so nobody ever
-        # sees the socket before its owner and mode are right.
+        sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
         staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         staging.unlink(missing_ok=True)
         old_umask = os.umask(0o177)
         try:
-            await sock.bind(str(staging))
-        finally:
-            os.umask(old_umask)
-        try:
+            sock.bind(str(staging))
             if self.config.socket_group is not None:
                 gid = _resolve_gid(self.config.socket_group)
                 if gid is None:
@@ -292,6 +296,19 @@ class Server:
             os.chmod(staging, self.config.socket_mode)
             sock.listen(128)
             staging.rename(self.path)
+        except BaseException:
+            sock.close()
+            staging.unlink(missing_ok=True)
+            raise
+        finally:
+            os.umask(old_umask)
+        self._sock = trio.socket.from_stdlib_socket(sock)
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.bind()
+        sock = self._sock
+        assert sock is not None
+        try:
             listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 task_status.started()
@@ -302,6 +319,7 @@ class Server:
             with contextlib.suppress(OSError):
                 self.path.unlink()
             sock.close()
+            self._sock = None
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         async with stream:

@@ -28,6 +28,7 @@ class Parsed:
 
 class Adapter(Protocol):
     name: str
+    resumes_sessions: bool  # False: the agent cannot be handed a session to resume
 
     def argv(self, spec: RunSpec, agent: AgentConfig | None, session_id: str | None) -> list[str]:
         """The agent's argv for one turn; ``session_id`` is the session to resume, if any."""

@@ -73,6 +73,7 @@ class ClaudeAdapter:
     """Reads one ``claude -p --output-format stream-json`` turn."""
 
     name = "claude"
+    resumes_sessions = True
 
     def __init__(self) -> None:
         self._tool_uses: set[str] = set()  # tool_use ids already reported

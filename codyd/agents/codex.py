@@ -72,6 +72,7 @@ class CodexAdapter:
     """Reads one ``codex exec --json`` turn."""
 
     name = "codex"
+    resumes_sessions = True
 
     def __init__(self) -> None:
         self._done: set[str] = set()  # ids of items already acted on

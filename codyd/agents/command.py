@@ -10,6 +10,7 @@ from codyd.telemetry.session import find_session_id
 
 class CommandAdapter:
     name = "command"
+    resumes_sessions = False
 
     def argv(self, spec: RunSpec, agent: AgentConfig | None, session_id: str | None) -> list[str]:
         assert spec.command is not None, "the run spec guarantees a command for agent=command"

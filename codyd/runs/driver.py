@@ -151,8 +151,9 @@ class RunDriver:
         except PromptError as exc:
             prompt = None
             prompt_error = str(exc)
-        session = record.session_id if self.spec.resume_session else None
         self.adapter = adapter_for(self.spec.agent)
+        resume = self.spec.resume_session and self.adapter.resumes_sessions
+        session = record.session_id if resume else None
         self._requested_session = session
         self._sessions_this_turn = set()
         self._resume_failed = False
