@@ -594,5 +594,40 @@ def shutdown(settings: Settings) -> None:
     show(settings, settings.call("daemon.shutdown"), lambda _result: "codyd is shutting down")
 
 
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes.",
+)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--once", is_flag=True, help="Print one table and exit.")
+@click.pass_obj
+def watch(settings: Settings, interval: float, limit: int, once: bool) -> None:
+    """A live, refreshing table of runs; Ctrl-C to leave."""
+    from codyctl import watch as view
+
+    try:
+        with settings.open() as client:
+            while True:
+                runs = view.snapshot(client, limit)
+                now = time.time()
+                if settings.json:
+                    write_line(view.frame_json(runs, now))
+                else:
+                    clear = "" if once else view.HOME_AND_CLEAR
+                    sys.stdout.write(clear + view.screen(runs, now, client.socket_path))
+                    sys.stdout.flush()
+                if once:
+                    return
+                time.sleep(interval)
+    except KeyboardInterrupt:
+        if not settings.json:
+            sys.stdout.write("\n")
+        sys.exit(0)
+
+
 def main() -> None:
     cli(prog_name="codyctl")

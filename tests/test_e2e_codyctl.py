@@ -585,3 +585,39 @@ def test_tail_reports_trimmed_and_continues_from_the_oldest_event(daemon_factory
     assert "trimmed" in result.stderr.decode()
     seqs = [json.loads(line)["seq"] for line in result.stdout.decode().splitlines()]
     assert seqs[0] == oldest and seqs == list(range(oldest, oldest + len(seqs)))
+
+
+def test_watch_once_shows_the_runs_table(daemon: Daemon) -> None:
+    """``watch --once`` prints one table: state, phase, turn, activity, tokens, cost, last event."""
+    finished_run(daemon, "w1", agent("sentinels"))
+    result = codyctl(daemon, "watch", "--once")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    header = next(line for line in lines if line.startswith("RUN ID"))
+    for column in ("STATE", "PHASE", "TURN", "LAST ACTIVITY", "TOKENS", "COST", "LAST EVENT"):
+        assert column in header
+    row = next(line for line in lines if line.startswith("w1"))
+    assert "completed" in row and "run_completed" in row and "$0.2500" in row and "120" in row
+    frame = json.loads(codyctl(daemon, "--json", "watch", "--once").stdout)
+    assert frame["runs"][0]["run_id"] == "w1"
+
+
+def test_watch_leaves_cleanly_on_ctrl_c(daemon: Daemon) -> None:
+    """``watch`` keeps refreshing until SIGINT, then exits 0 without a traceback."""
+    finished_run(daemon, "w2", agent("printer"))
+    proc = subprocess.Popen(
+        codyctl_argv(daemon, "watch", "--interval", "0.1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    seen = b""
+    while seen.count(b"RUN ID") < 2:  # two refreshes drawn
+        chunk = proc.stdout.read1(4096)
+        assert chunk, "watch ended early"
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert b"Traceback" not in err
+    assert b"\x1b[H\x1b[2J" in seen
