@@ -617,7 +617,7 @@ def test_watch_leaves_cleanly_on_ctrl_c(daemon: Daemon) -> None:
         assert chunk, "watch ended early"
         seen += chunk
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert b"Traceback" not in err
     assert b"\x1b[H\x1b[2J" in seen
