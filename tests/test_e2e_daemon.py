@@ -187,3 +187,42 @@ def test_allowed_uids_lets_a_peer_in(daemon_factory) -> None:
             os._exit(code)
     _, status = os.waitpid(child, 0)
     assert os.WEXITSTATUS(status) == 0
+
+
+def _ping_as_nobody(socket_path: Path) -> int:
+    """Fork a child that drops to nobody and pings; its exit status says what it got."""
+    nobody = pwd.getpwnam("nobody")
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(str(socket_path))
+            body = msgpack.packb({"id": 1, "method": "daemon.ping"})
+            sock.sendall(struct.pack(">I", len(body)) + body)
+            header = sock.recv(4)
+            response = msgpack.unpackb(sock.recv(struct.unpack(">I", header)[0]))
+            code = 0 if response.get("result", {}).get("pong") else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.WEXITSTATUS(status)
+
+
+def test_allowed_groups_lets_a_group_member_in(daemon_factory) -> None:
+    """A peer whose gid is in allowed_groups (by name) may use the daemon."""
+    if os.getuid() != 0:
+        pytest.skip("dropping to another uid needs root")
+    import grp
+
+    group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+    daemon = daemon_factory(
+        env={"CODYD_SOCKET_MODE": "0666", "CODYD_ALLOWED_GROUPS": f'["{group}"]'}, start=False
+    )
+    daemon.root.chmod(0o755)
+    daemon.start()
+    assert _ping_as_nobody(daemon.socket) == 0
