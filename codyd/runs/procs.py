@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,18 +48,64 @@ def is_same_process(pid: int, ticks: int | None) -> bool:
     return ticks is None or int(fields[19]) == ticks
 
 
-def _processes() -> Iterator[tuple[int, list[str]]]:
-    """Every process with its stat fields after the command name (state, ppid, pgrp, ...)."""
+def _scan() -> list[tuple[int, list[str]]]:
+    table = []
     for entry in os.scandir(PROC):
         if entry.name.isdigit():
             fields = _stat_fields(int(entry.name))
-            if fields is not None and len(fields) >= 3:
-                yield int(entry.name), fields
+            if fields is not None and len(fields) >= 20:
+                table.append((int(entry.name), fields))
+    return table
 
 
-def group_members(pgid: int) -> list[int]:
+class _ProcessTable:
+    """One walk of /proc shared by everyone polling within a few milliseconds.
+
+    Stopping 200 turns at once means 200 loops asking who is still alive every
+    20 ms; they share a snapshot instead of walking /proc 200 times. A process's
+    initial environment never changes, so it is read once per (pid, start time).
+    """
+
+    TTL_S = 0.01
+
+    def __init__(self) -> None:
+        self._taken_at = float("-inf")
+        self._table: list[tuple[int, list[str]]] = []
+        self._environ: dict[tuple[int, str], bytes] = {}
+
+    def processes(self, shared: bool) -> list[tuple[int, list[str]]]:
+        now = time.monotonic()
+        if not shared or now - self._taken_at > self.TTL_S:
+            self._table = _scan()
+            self._taken_at = now
+            live = {(pid, f[19]) for pid, f in self._table}
+            for key in [k for k in self._environ if k not in live]:
+                del self._environ[key]
+        return self._table
+
+    def environ(self, pid: int, fields: list[str]) -> bytes:
+        key = (pid, fields[19])
+        cached = self._environ.get(key)
+        if cached is None:
+            try:
+                cached = (PROC / str(pid) / "environ").read_bytes()
+            except OSError:
+                cached = b""
+            self._environ[key] = cached
+        return cached
+
+
+_TABLE = _ProcessTable()
+
+
+def _processes(shared: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """Every process with its stat fields after the command name (state, ppid, pgrp, ...)."""
+    return iter(_TABLE.processes(shared))
+
+
+def group_members(pgid: int, shared: bool = False) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is ``pgid``."""
-    return [pid for pid, f in _processes() if f[0] != "Z" and int(f[2]) == pgid]
+    return [pid for pid, f in _processes(shared) if f[0] != "Z" and int(f[2]) == pgid]
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -84,29 +131,21 @@ class TurnMark:
         )
 
 
-def find_marked(mark: TurnMark) -> list[int]:
+def find_marked(mark: TurnMark, shared: bool = False) -> list[int]:
     """Live processes whose environment carries the turn's mark (escapees included)."""
-    found = []
     me = os.getpid()
-    for entry in os.scandir(PROC):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = (PROC / entry.name / "environ").read_bytes()
-        except OSError:
-            continue
-        if mark.matches(environ):
-            fields = _stat_fields(int(entry.name))
-            if fields is not None and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, fields in _processes(shared)
+        if pid != me and fields[0] != "Z" and mark.matches(_TABLE.environ(pid, fields))
+    ]
 
 
-def turn_processes(pgid: int | None, mark: TurnMark | None) -> set[int]:
+def turn_processes(pgid: int | None, mark: TurnMark | None, shared: bool = False) -> set[int]:
     """Every live process of a turn: its process group, and marked processes that left it."""
-    members = set(group_members(pgid)) if pgid is not None else set()
+    members = set(group_members(pgid, shared)) if pgid is not None else set()
     if mark is not None:
-        members.update(find_marked(mark))
+        members.update(find_marked(mark, shared))
     return members
 
 
@@ -137,14 +176,14 @@ async def stop_group(
     if _signal_all(pgid, alive, signal.SIGTERM) and on_signal is not None:
         await _maybe_await(on_signal("SIGTERM"))
     with trio.move_on_after(sigkill_delay_s):
-        while turn_processes(pgid, mark):
+        while turn_processes(pgid, mark, shared=True):
             await trio.sleep(STOP_POLL_S)
         return
     alive = turn_processes(pgid, mark)
     if alive and _signal_all(pgid, alive, signal.SIGKILL) and on_signal is not None:
         await _maybe_await(on_signal("SIGKILL"))
     with trio.move_on_after(5.0):
-        while turn_processes(pgid, mark):
+        while turn_processes(pgid, mark, shared=True):
             await trio.sleep(STOP_POLL_S)
 
 
