@@ -225,7 +225,8 @@ class Connection:
 
     async def _respond(self, call: Call) -> dict[str, Any]:
         request = call.request
-        log.debug("request", method=request.method, id=request.id, peer_pid=self.peer.pid)
+        if self.server.debug:
+            log.debug("request", method=request.method, id=request.id, peer_pid=self.peer.pid)
         try:
             return {"id": request.id, "result": await self.server.dispatch(call)}
         except CodydError as exc:
@@ -250,6 +251,8 @@ class Server:
         self.policy = PeerPolicy(config)
         self.connections: set[Connection] = set()
         self.path = config.socket
+        # Checked before each request so a quiet daemon pays nothing for debug logging.
+        self.debug = config.log_level == "debug"
         self._sock: trio.socket.SocketType | None = None
 
     def _prepare_path(self) -> None:
