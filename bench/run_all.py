@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 import time
 
-from bench import bench_cli, bench_output, bench_ping
+from bench import bench_cli, bench_mirror, bench_output, bench_ping
 from bench.common import BenchResult, report
 
-BENCHMARKS = (bench_ping, bench_cli, bench_output)
+BENCHMARKS = (bench_ping, bench_cli, bench_output, bench_mirror)
 
 
 def main() -> int:

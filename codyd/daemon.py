@@ -17,6 +17,7 @@ import trio
 
 from codyd import __version__
 from codyd.config import Config
+from codyd.mirror import DISABLED_STATUS, Mirror
 from codyd.rpc import Methods
 from codyd.runs import procs
 from codyd.runs.supervisor import Supervisor
@@ -63,6 +64,15 @@ class Daemon:
         self.server = Server(config, self.methods.dispatch)
         self.notifier = Notifier()
         self.started_at = time.time()
+        self.mirror: Mirror | None = None
+        if config.redis_url is not None:
+            self.mirror = Mirror(
+                config,
+                store,
+                self.supervisor,
+                started_at=self.started_at,
+                active_runs=self.supervisor.active_runs,
+            )
         self.stopping = False
         self._shutdown = trio.Event()
         self._shutdown_reason = ""
@@ -81,7 +91,7 @@ class Daemon:
             "started_at": self.started_at,
             "uptime_s": time.time() - self.started_at,
             "runs": self.supervisor.counts(),
-            "mirror": {"enabled": False, "connected": False, "lag_events": 0, "last_error": None},
+            "mirror": self.mirror.status() if self.mirror is not None else dict(DISABLED_STATUS),
             "store": {"path": str(self.config.state_dir / "codyd.db")},
             "connections": len(self.server.connections),
         }
@@ -91,6 +101,8 @@ class Daemon:
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(procs.reaper, self.supervisor.turn_pids)
             await nursery.start(self.supervisor.run)
+            if self.mirror is not None:
+                await nursery.start(self.mirror.run)
             server_scope = trio.CancelScope()
             await nursery.start(self._serve, server_scope)
             log.info("listening", socket=str(self.config.socket))
@@ -111,6 +123,7 @@ class Daemon:
 
     async def _stop(self, server_scope: trio.CancelScope) -> None:
         log.info("shutting down", reason=self._shutdown_reason)
+        deadline = trio.current_time() + self.supervisor.max_sigkill_delay() + SHUTDOWN_MARGIN_S
         self.stopping = True
         self.notifier.notify("STOPPING=1", "STATUS=shutting down")
         for connection in list(self.server.connections):
@@ -120,6 +133,10 @@ class Daemon:
         grace = self.supervisor.max_sigkill_delay() + SHUTDOWN_MARGIN_S - 1.0
         await self.supervisor.shutdown(grace)
         log.info("turns stopped; store flushed")
+        if self.mirror is not None:
+            # Within the shutdown bound, keeping a second for what follows.
+            budget = min(self.config.shutdown_flush_s, deadline - 1.5 - trio.current_time())
+            await self.mirror.flush(max(0.0, budget))
         # Give open streams a moment to send their final response.
         with trio.move_on_after(0.5):
             while any(c.calls for c in self.server.connections):

@@ -1,0 +1,35 @@
+"""The names of codyd's Redis keys, all under one prefix (SPEC 4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one ``key_prefix``."""
+
+    prefix: str
+
+    @property
+    def events(self) -> str:
+        """The stream of every event of every run (entry ID ``<gid>-0``)."""
+        return f"{self.prefix}events"
+
+    @property
+    def runs(self) -> str:
+        """The sorted set of run ids scored by creation time (unix ms)."""
+        return f"{self.prefix}runs"
+
+    def run_events(self, run_id: str) -> str:
+        """The stream of one run's events (entry ID ``<seq>-0``)."""
+        return f"{self.prefix}run:{run_id}:events"
+
+    def meta(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:meta"
+
+    def ctl(self, run_id: str) -> str:
+        return f"{self.prefix}run:{run_id}:ctl"
+
+    def daemon(self, node: str) -> str:
+        return f"{self.prefix}daemon:{node}"

@@ -1,0 +1,350 @@
+"""The mirror task: follows the store from a durable cursor and writes every event into Redis.
+
+Exactly once, in order: the mirror reads committed events after its cursor (a gid,
+kept in the store as ``mirror.cursor``), sends each batch as one pipeline, and
+advances the cursor only once Redis has accepted the whole batch. A batch sent
+again (after a lost connection, or a crash before the cursor reached the disk) is
+harmless: every entry carries an explicit ID, and Redis refuses an ID that is not
+above the stream's top entry, which the mirror reads as "already there".
+
+Nothing a run does waits for the mirror: it only reads what the store committed.
+While Redis is away the mirror retries with a capped exponential backoff and the
+backlog (``lag_events``) grows; when Redis returns it drains.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import structlog
+import trio
+
+from codyd import __version__
+from codyd.config import Config
+from codyd.events import Event
+from codyd.mirror.backoff import Backoff
+from codyd.mirror.batch import (
+    Batch,
+    BatchRejected,
+    Kind,
+    Limits,
+    RunMeta,
+    build_batch,
+    read_replies,
+)
+from codyd.mirror.control import ControlReader, ControlTarget
+from codyd.mirror.fields import heartbeat_fields, meta_fields, unix_ms
+from codyd.mirror.keys import Keys
+from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe
+from codyd.store import Store
+
+log = structlog.get_logger("codyd.mirror")
+
+CURSOR_KEY = "mirror.cursor"
+BATCH_EVENTS = 1000
+# Most run metas written in one batch; runs left over are written by the next one.
+BATCH_METAS = 500
+# ctl streams are polled this often (applied within 1 s, SPEC 4).
+CONTROL_POLL_S = 0.25
+# Every run's meta is compared with its record this often; live runs on every batch.
+META_SCAN_S = 1.0
+# While events flow the cursor is saved at most this often (each save is a store commit);
+# a crash re-sends at most this much, which Redis recognises.
+CURSOR_SAVE_S = 0.5
+
+DISABLED_STATUS: dict[str, Any] = {
+    "enabled": False,
+    "connected": False,
+    "lag_events": 0,
+    "last_error": None,
+}
+
+
+class Mirror:
+    """Mirrors the store into Redis Streams; ``run`` is its task, ``flush`` its last words."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        control: ControlTarget,
+        *,
+        started_at: float,
+        active_runs: Callable[[], int],
+        link: RedisLink | None = None,
+    ) -> None:
+        if config.redis_url is None:
+            raise ValueError("Mirror needs config.redis_url; without Redis there is nothing to do")
+        self.config = config
+        self.store = store
+        self.keys = Keys(config.key_prefix)
+        self.limits = Limits(
+            config.redis_maxlen.run, config.redis_maxlen.global_, config.mirror_groups
+        )
+        self.link = link if link is not None else RedisLink(config.redis_url)
+        self.cursor = 0
+        self._saved_cursor = 0
+        self._next_save = 0.0
+        self.connected = False
+        self.last_error: str | None = None
+        self._target = control
+        self._control = ControlReader(store, self.link, self.keys, control)
+        self._started_at = started_at
+        self._active_runs = active_runs
+        self._backoff = Backoff()
+        self._down_reported = False
+        self._refusal_reported: str | None = None
+        self._draining = False
+        self._closing = False
+        # updated_at of each run's record when its meta was last written.
+        self._meta_sent: dict[str, float | None] = {}
+        # Runs whose index entry and groups this process has written.
+        self._known: set[str] = set()
+        # Non-terminal runs: their meta is compared with their record on every batch.
+        self._live: set[str] = set()
+        self._progress = trio.Event()
+        self._hurry = trio.Event()
+        self._next_beat = 0.0
+        self._next_poll = 0.0
+        self._next_scan = 0.0
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def lag_events(self) -> int:
+        """Committed events not yet in Redis (gids, so trimmed events count until passed)."""
+        return max(0, self.store.committed_gid - self.cursor)
+
+    def status(self) -> dict[str, Any]:
+        """The ``mirror`` entry of ``daemon.info``."""
+        return {
+            "enabled": True,
+            "connected": self.connected,
+            "lag_events": self.lag_events,
+            "last_error": self.last_error,
+        }
+
+    # -- the task ----------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        saved = await self.store.kv_get(CURSOR_KEY)
+        self.cursor = self._saved_cursor = int(saved) if saved else 0
+        if self.cursor > self.store.committed_gid:
+            # A store restored from an older copy: go back; what Redis has is recognised.
+            log.warning(
+                "mirror cursor is ahead of the store; going back",
+                cursor=self.cursor,
+                committed_gid=self.store.committed_gid,
+            )
+            self.cursor = self.store.committed_gid
+        for record in self.store.runs.values():
+            if record.terminal:
+                self._meta_sent[record.run_id] = record.updated_at
+            else:
+                self._live.add(record.run_id)
+        log.info("mirror started", cursor=self.cursor, lag_events=self.lag_events)
+        task_status.started()
+        try:
+            while True:
+                try:
+                    await self._cycle()
+                except (RedisUnavailable, RedisRefused, BatchRejected) as exc:
+                    await self._after_failure(exc)
+                except Exception as exc:
+                    # The mirror is not worth the daemon: a fault here is logged and retried.
+                    log.exception("mirror failed unexpectedly; retrying")
+                    await self._after_failure(exc)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await self.link.aclose()
+
+    async def _cycle(self) -> None:
+        if not self.connected:
+            await self.link.ping()
+            self._on_connected()
+        progressed = await self._send()
+        self._save_cursor(force=not progressed)
+        now = trio.current_time()
+        if not self._closing and now >= self._next_beat:
+            self._next_beat = now + self.config.heartbeat_s
+            await self._beat()
+        if now >= self._next_poll and not self._target.shutting_down:
+            self._next_poll = now + CONTROL_POLL_S
+            await self._control.poll()
+        if progressed:
+            return
+        if self._draining and self.lag_events == 0:
+            self._draining = False
+            log.info("mirror caught up", cursor=self.cursor)
+        await self._idle()
+
+    async def _idle(self) -> None:
+        """Wait for the next commit, or until a heartbeat or a control poll is due."""
+        if self.store.committed_gid > self.cursor:
+            return
+        wake_at = self._next_poll if self._closing else min(self._next_poll, self._next_beat)
+        with trio.move_on_at(wake_at):
+            await self.store.wait_committed()
+
+    # -- events and metas --------------------------------------------------------------------------
+
+    async def _send(self) -> bool:
+        """Send the next batch; True if the cursor moved or a meta was written."""
+        upto = self.store.committed_gid
+        events: list[Event] = []
+        if upto > self.cursor:
+            events = await self.store.read_events(None, self.cursor, limit=BATCH_EVENTS)
+        metas = self._dirty_metas(events)
+        if not events and not metas:
+            # Nothing left to send up to ``upto``: the events between were trimmed.
+            return self._advance(upto)
+        built: list[Batch] = []
+
+        def build() -> tuple[bytes, int]:
+            built.append(build_batch(self.keys, self.limits, events, metas))
+            return built[0].payload(), len(built[0])
+
+        replies = await self.link.pipeline(build)
+        batch = built[0]
+        outcome = read_replies(batch, replies)
+        self._backoff.reset()
+        if outcome.repeated:
+            log.info(
+                "mirror skipped entries already in redis",
+                entries=outcome.repeated,
+                after_gid=self.cursor,
+            )
+        for meta in metas:
+            self._meta_sent[meta.run_id] = meta.updated_at
+            self._known.add(meta.run_id)
+            if meta.terminal:
+                self._live.discard(meta.run_id)
+        if batch.events < len(events) or len(events) == BATCH_EVENTS:
+            self._advance(events[batch.events - 1].gid)
+        else:
+            self._advance(max(upto, events[-1].gid if events else 0))
+        return True
+
+    def _dirty_metas(self, events: Sequence[Event]) -> list[RunMeta]:
+        """Runs whose meta goes into this batch: those with events in it, then changed ones."""
+        touched = dict.fromkeys(event.run_id for event in events)
+        self._live.update(touched)
+        now = trio.current_time()
+        if now >= self._next_scan:
+            self._next_scan = now + META_SCAN_S
+            candidates: Any = self.store.runs
+        else:
+            candidates = self._live
+        changed = [
+            run_id
+            for run_id in candidates
+            if run_id not in touched
+            and run_id in self.store.runs
+            and self._meta_sent.get(run_id, -1.0) != self.store.runs[run_id].updated_at
+        ]
+        chosen = list(touched) + changed[: max(0, BATCH_METAS - len(touched))]
+        metas = []
+        for run_id in chosen:
+            summary = self.store.runs[run_id].summary()
+            metas.append(
+                RunMeta(
+                    run_id=run_id,
+                    fields=meta_fields(summary),
+                    created_ms=unix_ms(summary["created_at"]) or 0,
+                    first_seen=run_id not in self._known,
+                    updated_at=summary["updated_at"],
+                    terminal=self.store.runs[run_id].terminal,
+                )
+            )
+        return metas
+
+    def _advance(self, cursor: int) -> bool:
+        if cursor <= self.cursor:
+            return False
+        self.cursor = cursor
+        self._progress.set()
+        self._progress = trio.Event()
+        return True
+
+    def _save_cursor(self, *, force: bool = False) -> None:
+        """Queue the cursor for the store's next commit: when idle, else at most every 0.5 s."""
+        now = trio.current_time()
+        if self.cursor != self._saved_cursor and (force or now >= self._next_save):
+            self.store.kv_set(CURSOR_KEY, str(self.cursor))
+            self._saved_cursor = self.cursor
+            self._next_save = now + CURSOR_SAVE_S
+
+    # -- heartbeat ---------------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        key = self.keys.daemon(self.config.node)
+        fields = heartbeat_fields(
+            os.getpid(), __version__, self._started_at, time.time(), self._active_runs()
+        )
+        batch = Batch()
+        batch.add(Kind.OTHER, "HSET", key, *(item for pair in fields.items() for item in pair))
+        batch.add(Kind.OTHER, "PEXPIRE", key, int(self.config.heartbeat_s * 3000))
+        read_replies(batch, await self.link.pipeline(lambda: (batch.payload(), len(batch))))
+
+    # -- connection state --------------------------------------------------------------------------
+
+    def _on_connected(self) -> None:
+        self.connected = True
+        self._down_reported = False
+        self._backoff.reset()
+        self._draining = True
+        self._next_beat = 0.0
+        log.info("mirror connected", lag_events=self.lag_events)
+
+    async def _after_failure(self, exc: Exception) -> None:
+        self.last_error = describe(exc)
+        if isinstance(exc, RedisUnavailable):
+            if self.connected or not self._down_reported:
+                log.warning(
+                    "mirror disconnected", error=self.last_error, lag_events=self.lag_events
+                )
+            self.connected = False
+            self._down_reported = True
+        elif self.last_error != self._refusal_reported:
+            log.error("mirror write refused by redis; retrying", error=self.last_error)
+            self._refusal_reported = self.last_error
+        delay = self._backoff.next_delay()
+        log.debug("mirror retrying", in_s=delay, error=self.last_error)
+        hurry = self._hurry
+        with trio.move_on_after(delay):
+            await hurry.wait()
+        if hurry.is_set():
+            self._hurry = trio.Event()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Give the mirror up to ``timeout_s`` to write every committed event; True if it did.
+
+        The heartbeat stops, and its hash is deleted once the backlog is written.
+        What is left is written by the next start, from the saved cursor.
+        """
+        self._closing = True
+        target = self.store.committed_gid
+        self._backoff.reset()
+        self._hurry.set()
+        with trio.move_on_after(timeout_s):
+            while self.cursor < target:
+                await self._progress.wait()
+            self._save_cursor(force=True)
+            try:
+                await self.link.delete(self.keys.daemon(self.config.node))
+            except (RedisUnavailable, RedisRefused) as exc:
+                log.debug("mirror could not delete the heartbeat", error=describe(exc))
+            log.info("mirror flushed", cursor=self.cursor)
+            return True
+        self._save_cursor(force=True)
+        log.warning(
+            "mirror did not catch up before shutdown; the next start resumes from its cursor",
+            cursor=self.cursor,
+            lag_events=self.lag_events,
+        )
+        return False
