@@ -270,6 +270,12 @@ def _redis_url(value: Any) -> str | None:
         return None  # lets the environment or a flag switch off a Redis set in the file
     if not isinstance(value, str) or not value.startswith(REDIS_URL_SCHEMES):
         raise _Mismatch("a URL starting with " + ", ".join(REDIS_URL_SCHEMES))
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise _Mismatch("a URL redis can parse (host, port, database)") from None
     return value
 
 

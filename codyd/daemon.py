@@ -97,6 +97,8 @@ class Daemon:
         }
 
     async def run(self) -> None:
+        # Claim the socket first: a daemon that cannot serve must not touch its runs.
+        self.server.bind()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(procs.reaper, self.supervisor.turn_pids)

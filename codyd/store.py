@@ -419,10 +419,13 @@ class Store:
             f"WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
         )
         params.append(limit)
-        rows = await self.read(sql, tuple(params))
+        return await trio.to_thread.run_sync(self._read_events, sql, tuple(params))
+
+    def _read_events(self, sql: str, params: tuple[Any, ...]) -> list[Event]:
+        # Decoding happens here, in the worker thread, not on the trio loop.
         return [
             Event(gid, rid, seq, ts, type_, turn, msgpack.unpackb(data, raw=False))
-            for gid, rid, seq, ts, type_, turn, data in rows
+            for gid, rid, seq, ts, type_, turn, data in self._read(sql, params)
         ]
 
     async def oldest_gid(self) -> int:
