@@ -158,7 +158,9 @@ class Daemon:
             period = min(period, self.notifier.watchdog_s / 2)
         path = self.config.state_dir / "heartbeat"
         while True:
-            self.supervisor.leases.renew_all()
+            lost = await self.supervisor.leases.renew_all()
+            for run_id, holder in lost.items():
+                self.supervisor.lease_lost(run_id, holder)
             active = self.supervisor.active_runs()
             payload = {"pid": os.getpid(), "ts": time.time(), "active_runs": active}
             tmp = path.with_suffix(".tmp")

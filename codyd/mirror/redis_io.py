@@ -115,6 +115,10 @@ class RedisLink:
 
         return await self._run(read)
 
+    async def execute(self, fn: Callable[[redis.Redis], T]) -> T:
+        """Run ``fn(client)`` in the worker thread: a few commands of one small job."""
+        return await self._run(lambda: fn(self._client))
+
     async def delete(self, key: str) -> None:
         await self._run(lambda: self._client.delete(key))
 

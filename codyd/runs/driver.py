@@ -45,6 +45,7 @@ class RunDriver:
         self.adapter = adapter_for(record.spec.agent)
         self.turn: Turn | None = None
         self.interrupted = False
+        self.lease_holder: str | None = None  # set when another daemon took the lease
         self._wake = trio.Event()
         self._throttle = OutputThrottle()
         self._output_waiting = trio.Event()
@@ -77,6 +78,15 @@ class RunDriver:
             self.turn.request_stop(outcome)
         self.wake()
 
+    def lose_lease(self, holder: str) -> None:
+        """Another daemon took the run's lease: stop the turn, record it, drive no more."""
+        if self.lease_holder is None:
+            self.lease_holder = holder
+            self.store.append(
+                self.record, "lease_lost", {"holder": holder}, turn=self.record.current_turn or None
+            )
+            self.stop_turn("aborted")
+
     def interrupt(self) -> None:
         """Daemon shutdown: stop the live turn, leave the run non-terminal."""
         self.interrupted = True
@@ -87,7 +97,9 @@ class RunDriver:
     async def drive(self) -> None:
         record = self.record
         try:
-            while record.state is State.RUNNING and not self.interrupted:
+            while record.state is State.RUNNING and not self._stopped():
+                if not await self._hold_lease():
+                    break
                 if self._finish_if_done():
                     break
                 result = await self._one_turn()
@@ -100,6 +112,26 @@ class RunDriver:
             record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
             self.store.save(record)
             self.supervisor.driver_done(self)
+
+    def _stopped(self) -> bool:
+        return self.interrupted or self.lease_holder is not None
+
+    async def _hold_lease(self) -> bool:
+        """Wait until this daemon holds the run's lease; False if it should stop driving."""
+        leases = self.supervisor.leases
+        waited = False
+        while True:
+            holder = await leases.acquire(self.record.run_id)
+            if holder is None:
+                return True
+            if not waited:
+                waited = True
+                log.info("run waits for its lease", run_id=self.record.run_id, holder=holder)
+            self._wake = trio.Event()
+            with trio.move_on_after(self.config.lease_ttl_s / 3):
+                await self._wake.wait()
+            if self.record.state is not State.RUNNING or self._stopped():
+                return False
 
     def _settle(self) -> None:
         """Apply a pause or cancel that arrived while a turn was ending."""
@@ -458,6 +490,8 @@ class RunDriver:
                 record, "run_interrupted", {"reason": "shutdown"}, turn=record.current_turn
             )
             return True
+        if self.lease_holder is not None:
+            return True  # the run is another daemon's to drive now
         if record.state is not State.RUNNING:
             return True
         message = result.error_message or f"turn {record.current_turn} ended {result.outcome}"

@@ -17,7 +17,7 @@ import trio
 
 from codyd.config import Config
 from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
-from codyd.leases import LocalLeases
+from codyd.leases import Leases, LocalLeases, RedisLeases
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
 from codyd.runs.record import RunRecord
@@ -36,7 +36,11 @@ class Supervisor:
         self.store = store
         self.config = config
         self.drivers: dict[str, RunDriver] = {}
-        self.leases = LocalLeases(store, config.node, config.lease_ttl_s)
+        self.leases: Leases = (
+            RedisLeases(config.redis_url, config.key_prefix, config.node, config.lease_ttl_s)
+            if config.redis_url
+            else LocalLeases(store, config.node, config.lease_ttl_s)
+        )
         self.queue: deque[str] = deque()
         self.shutting_down = False
         self.pause_reasons: dict[str, str | None] = {}
@@ -66,6 +70,9 @@ class Supervisor:
             driver.interrupt()
         with trio.move_on_after(grace_s):
             await self._all_done.wait()
+        with trio.move_on_after(2.0):
+            for run_id in list(self.leases.held):
+                await self.leases.release(run_id)
         await self.store.sync()
 
     def max_sigkill_delay(self) -> float:
@@ -140,14 +147,14 @@ class Supervisor:
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
         driver = RunDriver(self, record)
-        self.leases.acquire(record.run_id)
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(driver.drive)
 
     def driver_done(self, driver: RunDriver) -> None:
         self.drivers.pop(driver.record.run_id, None)
-        self.leases.release(driver.record.run_id)
+        if self._nursery is not None and not self.shutting_down:
+            self._nursery.start_soon(self.leases.release, driver.record.run_id)
         if not self.drivers:
             self._all_done.set()
         self._fill_slots()
@@ -358,6 +365,12 @@ class Supervisor:
             "stderr_tail": None,
         }
         self.store.append(record, "turn_completed", data, turn=n)
+
+    def lease_lost(self, run_id: str, holder: str) -> None:
+        """Another daemon holds the run's lease now: stop its turn and stop driving it."""
+        driver = self.drivers.get(run_id)
+        if driver is not None:
+            driver.lose_lease(holder)
 
     def turn_pids(self) -> set[int]:
         """Pids of the live turn processes (children trio waits for)."""
