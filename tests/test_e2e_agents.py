@@ -104,7 +104,18 @@ def test_codex_turn_events_and_stats_after_two_turns(fakes, tmp_path: Path) -> N
     started = [d for k, d in telemetry(events) if k == "turn_started"]
     assert started[0]["session_id"] is None and started[1]["session_id"] == CODEX_THREAD
     assert final["session_id"] == CODEX_THREAD
-    assert final["stats"]["turns"] == 2
+    stats = final["stats"]
+    assert stats["turns"] == 2
+    # turn 1 replays codex-exec.jsonl, turn 2 codex-resume.jsonl (a pytest run: 8 passed)
+    assert stats["tokens"] == {
+        "input": 61842 + 70311,
+        "output": 1893 + 412,
+        "cached": 53760 + 61440,
+        "total": 61842 + 70311 + 1893 + 412,
+    }
+    assert stats["cost_usd"] == 0.0  # codex exec --json never reports cost
+    assert stats["files"] == {"read": 1, "written": 2, "deleted": 0}
+    assert stats["tests"] == {"runs": 2, "passed": 13, "failed": 1}
 
 
 def test_claude_turn_events_cost_and_resume(fakes, tmp_path: Path) -> None:

@@ -226,3 +226,30 @@ def test_allowed_groups_lets_a_group_member_in(daemon_factory) -> None:
     daemon.root.chmod(0o755)
     daemon.start()
     assert _ping_as_nobody(daemon.socket) == 0
+
+
+def test_logs_tell_a_runs_story(daemon: Daemon, tmp_path: Path) -> None:
+    """JSON log lines with the run's run_id tell its story: states, turns with pid, signals."""
+    pids = tmp_path / "pids"
+    daemon.start_run(agent("ignorer", pids), run_id="story", sigkill_delay_s=0.3)
+    wait_until(lambda: pids.exists() and len(pids.read_text().split()) == 2, what="pids")
+    daemon.call("run.cancel", {"run_id": "story"})
+    daemon.wait_state("story", "cancelled")
+    lines = [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+    story = [line for line in lines if line.get("run_id") == "story"]
+    events = [line["event"] for line in story]
+    assert events[0] == "run queued"
+    states = [
+        (line["from_state"], line["to_state"])
+        for line in story
+        if line["event"] == "run state changed"
+    ]
+    assert states == [("queued", "running"), ("running", "cancelling"), ("cancelling", "cancelled")]
+    started = next(line for line in story if line["event"] == "turn started")
+    assert started["turn"] == 1 and isinstance(started["pid"], int)
+    signals = [line["signal"] for line in story if line["event"] == "signal sent"]
+    assert signals == ["SIGTERM", "SIGKILL"]
+    assert all(line["pid"] == started["pid"] for line in story if line["event"] == "signal sent")
+    completed = next(line for line in story if line["event"] == "turn completed")
+    assert completed["outcome"] == "aborted"
+    assert all({"timestamp", "level", "event"} <= set(line) for line in lines)
