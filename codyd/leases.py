@@ -110,7 +110,8 @@ class RedisLeases:
     def __init__(self, url: str, prefix: str, node: str, ttl_s: float) -> None:
         from codyd.mirror.redis_io import RedisLink
 
-        self.link = RedisLink(url)
+        # Short timeouts: a Redis that stopped answering must not hold turns up for long.
+        self.link = RedisLink(url, socket_timeout_s=1.0, connect_timeout_s=1.0)
         self.prefix = prefix
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.holder = new_holder(node)
@@ -173,7 +174,7 @@ class RedisLeases:
                 other = answer.decode() if isinstance(answer, bytes) else str(answer)
                 lost[run_id] = other
                 self.held.discard(run_id)
-                log.warning("lease lost", run_id=run_id, holder=other)
+                log.info("lease lost", run_id=run_id, holder=other)
         return lost
 
     async def release(self, run_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "***"
 TOKEN_RE = re.compile(
@@ -32,6 +33,22 @@ def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
     return TOKEN_RE.sub(REDACTED, text)
 
 
+def secret_values(values: Iterable[str]) -> tuple[str, ...]:
+    """The env values worth hunting for (long enough not to blot out ordinary text)."""
+    return tuple(sorted({v for v in values if len(v) >= MIN_SECRET_LEN}, key=len, reverse=True))
+
+
 def redact_argv(argv: Iterable[str], secrets: Iterable[str] = ()) -> list[str]:
-    values = [s for s in secrets if len(s) >= MIN_SECRET_LEN]
+    values = secret_values(secrets)
     return [redact_text(arg, values) for arg in argv]
+
+
+def redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    """``value`` (event data: maps, lists, strings) with the given secrets replaced."""
+    if isinstance(value, str):
+        return redact_text(value, secrets) if any(s in value for s in secrets) else value
+    if isinstance(value, dict):
+        return {key: redact_value(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item, secrets) for item in value]
+    return value

@@ -11,7 +11,8 @@ import structlog
 import trio
 
 from codyd.agents import Parsed, adapter_for
-from codyd.redact import redact_argv, redact_text
+from codyd.events import LIFECYCLE_TYPES
+from codyd.redact import redact_argv, redact_text, redact_value, secret_values
 from codyd.runs.output import OutputThrottle
 from codyd.runs.prompt import PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
@@ -61,6 +62,8 @@ class RunDriver:
         )
         self._turn_tokens = Tokens()
         self._turn_cost = 0.0
+        # Values of the run's env: agent output echoing them never reaches an event.
+        self._secrets = secret_values(self.spec.env.values())
         self._requested_session: str | None = None
         self._sessions_this_turn: set[str] = set()
         self._resume_failed = False
@@ -98,7 +101,7 @@ class RunDriver:
         record = self.record
         try:
             while record.state is State.RUNNING and not self._stopped():
-                if not await self._hold_lease():
+                if not await self._hold_lease() or self._stopped():
                     break
                 if self._finish_if_done():
                     break
@@ -308,6 +311,8 @@ class RunDriver:
 
     def _emit(self, type_: str, data: dict[str, Any]) -> None:
         record = self.record
+        if self._secrets and type_ not in LIFECYCLE_TYPES:
+            data = redact_value(data, self._secrets)
         if type_ in PATH_EVENTS and isinstance(data.get("path"), str):
             data["path"] = workspace_relative(data["path"], self.spec.workspace)
         record.stats.account(type_, data)
@@ -318,8 +323,8 @@ class RunDriver:
         self.store.append(record, type_, data, turn=record.current_turn or None)
 
     def _redact(self, text: str) -> str:
-        """Output may echo the run's secrets; they never reach an event."""
-        return redact_text(text, self.spec.env.values())
+        """Output may echo the run's secrets or tokens; they never reach an event."""
+        return redact_text(text, self._secrets)
 
     def _warn(self, message: str) -> None:
         self._emit("warning", {"message": message})
@@ -371,6 +376,8 @@ class RunDriver:
         if parsed.resume_failed:
             self._resume_failed = True
         for type_, data in parsed.events:
+            if type_ == "test_run_completed" and self.record.sentinel_tests:
+                continue  # tests reported by sentinel are counted once (SPEC 2.6)
             if type_ in USAGE_EVENTS:
                 self._emit_usage(type_, data)
             else:
