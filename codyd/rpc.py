@@ -12,10 +12,12 @@ import trio
 
 from codyd import __version__
 from codyd.errors import InvalidParams, NotFound, Trimmed, UnknownMethod
+from codyd.events import Event
 from codyd.protocol import PROTOCOL_VERSION
 from codyd.runs.record import RunRecord
 from codyd.runs.state import Phase, State
 from codyd.server import Call
+from codyd.store import Store
 
 if TYPE_CHECKING:
     from codyd.daemon import Daemon
@@ -226,8 +228,13 @@ class Methods:
         finish_at_gid: int | None = None
         keepalive_s = self.daemon.config.keepalive_s
         last_sent = trio.current_time()
+        # A follower of one run wakes on every commit, but reads only when one held
+        # something of its run: many followers must not each query on every commit.
+        unread = True
+        read_at: int | None = None
         while True:
-            batch = await store.read_events(record.run_id if record else None, cursor, types)
+            batch, read_at = await self._read_batch(record, cursor, types, read_at, unread)
+            unread = bool(batch)  # a batch may be one of several: read on at once
             for event in batch:
                 await call.send_item("event", event.to_wire())
                 cursor = event.seq if record is not None else event.gid
@@ -248,12 +255,33 @@ class Methods:
             if self.daemon.stopping:
                 call.end("shutdown")
                 continue
+            if _committed_mark(store, record) != read_at:
+                continue  # a commit landed during the read and woke nobody: read again
             # Commits that bring this stream nothing do not count as activity.
             idle_for = trio.current_time() - last_sent
             await call.wait(store.wait_committed, max(0.0, keepalive_s - idle_for))
             if call.end_reason is None and trio.current_time() - last_sent >= keepalive_s:
                 await call.send_item("keepalive", True)
                 last_sent = trio.current_time()
+
+    async def _read_batch(
+        self,
+        record: RunRecord | None,
+        cursor: int,
+        types: list[str] | None,
+        read_at: int | None,
+        unread: bool,
+    ) -> tuple[list[Event], int | None]:
+        """A stream's next events, and the commit mark its read began at.
+
+        With nothing left ``unread`` and no commit of the run since ``read_at``, there is
+        nothing new, and no query is made.
+        """
+        committed = _committed_mark(self.store, record)
+        if record is not None and not unread and committed == read_at:
+            return [], read_at
+        run_id = record.run_id if record is not None else None
+        return await self.store.read_events(run_id, cursor, types), committed
 
     async def logs(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "run_id", "turn", "stream", "offset", "follow")
@@ -314,6 +342,11 @@ class Methods:
         if target.is_stream:
             target.end("cancelled")
         return {"ok": True}
+
+
+def _committed_mark(store: Store, record: RunRecord | None) -> int | None:
+    """What a follower compares to know whether a commit may hold something for it."""
+    return store.committed_seq(record.run_id) if record is not None else store.committed_gid
 
 
 def _start_cursor(after: int | None, newest: int, oldest: int, what: str) -> int:

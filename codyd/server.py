@@ -297,7 +297,8 @@ class Server:
                     raise StartupError(f"socket_group {self.config.socket_group!r} not found")
                 os.chown(staging, -1, gid)
             os.chmod(staging, self.config.socket_mode)
-            sock.listen(128)
+            # A backlog as deep as the connections allowed: a burst of clients all get in.
+            sock.listen(max(128, self.config.max_connections))
             staging.rename(self.path)
         except BaseException:
             sock.close()

@@ -148,6 +148,8 @@ class Store:
         self._work = trio.Event()
         self._committed = trio.Event()
         self._grown: set[str] = set()
+        # Each run's last_seq as of the newest commit that held a change of that run.
+        self._committed_seqs: dict[str, int] = {}
         self.flush_failures = 0
 
     # -- opening ---------------------------------------------------------------
@@ -304,6 +306,13 @@ class Store:
         """Wait for the next commit."""
         await self._committed.wait()
 
+    def committed_seq(self, run_id: str) -> int | None:
+        """The run's last_seq in the newest commit that changed it (None: none since start).
+
+        A follower of one run need not read again until this moves.
+        """
+        return self._committed_seqs.get(run_id)
+
     # -- the writer task ------------------------------------------------------------
 
     async def _flush_loop(self) -> None:
@@ -325,6 +334,8 @@ class Store:
             (r.run_id, r.created_at, r.state.value, json.dumps(r.to_store()))
             for r in batch.runs.values()
         ]
+        # Every append saves its run, so these are the newest seqs this batch holds.
+        seqs = {run_id: record.last_seq for run_id, record in batch.runs.items()}
         while True:
             try:
                 await trio.to_thread.run_sync(self._commit, batch, rows, last_gid)
@@ -335,6 +346,7 @@ class Store:
                 await trio.sleep(min(5.0, 0.1 * 2 ** min(self.flush_failures, 6)))
         self.flush_failures = 0
         self._committed_version = version
+        self._committed_seqs.update(seqs)
         self.committed_gid = last_gid
         self._committed.set()
         self._committed = trio.Event()

@@ -24,7 +24,9 @@ STOP_POLL_S = 0.02
 
 def _stat_fields(pid: int) -> list[str] | None:
     try:
-        raw = (PROC / str(pid) / "stat").read_bytes()
+        # Plain open(): a scan reads every process's stat, and pathlib's overhead showed.
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
@@ -58,12 +60,17 @@ def _scan() -> list[tuple[int, list[str]]]:
     return table
 
 
+MarkKey = tuple[bytes, bytes]  # (CODYD_RUN_ID value, CODYD_TURN value)
+
+
 class _ProcessTable:
     """One walk of /proc shared by everyone polling within a few milliseconds.
 
     Stopping 200 turns at once means 200 loops asking who is still alive every
-    20 ms; they share a snapshot instead of walking /proc 200 times. A process's
-    initial environment never changes, so it is read once per (pid, start time).
+    20 ms; they share a snapshot instead of walking /proc 200 times, and look
+    their group and mark up in indexes built once per snapshot. A process's
+    initial environment never changes, so its marks are read once per (pid,
+    start time).
     """
 
     TTL_S = 0.01
@@ -71,28 +78,67 @@ class _ProcessTable:
     def __init__(self) -> None:
         self._taken_at = float("-inf")
         self._table: list[tuple[int, list[str]]] = []
-        self._environ: dict[tuple[int, str], bytes] = {}
+        self._marks: dict[tuple[int, str], frozenset[MarkKey]] = {}
+        self._groups: dict[int, list[int]] | None = None
+        self._marked: dict[MarkKey, list[int]] | None = None
 
-    def processes(self, shared: bool) -> list[tuple[int, list[str]]]:
+    def processes(self, shared: bool, since: float | None = None) -> list[tuple[int, list[str]]]:
+        """The snapshot: walked afresh unless ``shared`` and young, or begun since ``since``."""
         now = time.monotonic()
-        if not shared or now - self._taken_at > self.TTL_S:
+        recent = shared and now - self._taken_at <= self.TTL_S
+        if not recent and not (since is not None and self._taken_at >= since):
             self._table = _scan()
             self._taken_at = now
+            self._groups = self._marked = None
             live = {(pid, f[19]) for pid, f in self._table}
-            for key in [k for k in self._environ if k not in live]:
-                del self._environ[key]
+            for key in [k for k in self._marks if k not in live]:
+                del self._marks[key]
         return self._table
 
-    def environ(self, pid: int, fields: list[str]) -> bytes:
+    def group(self, pgid: int) -> list[int]:
+        """Live members of ``pgid`` in the current snapshot."""
+        if self._groups is None:
+            groups: dict[int, list[int]] = {}
+            for pid, f in self._table:
+                if f[0] != "Z":
+                    groups.setdefault(int(f[2]), []).append(pid)
+            self._groups = groups
+        return self._groups.get(pgid, [])
+
+    def marked(self, key: MarkKey) -> list[int]:
+        """Live processes (but this one) whose environment carries ``key``, in the snapshot."""
+        if self._marked is None:
+            me = os.getpid()
+            marked: dict[MarkKey, list[int]] = {}
+            for pid, f in self._table:
+                if pid != me and f[0] != "Z":
+                    for found in self._marks_of(pid, f):
+                        marked.setdefault(found, []).append(pid)
+            self._marked = marked
+        return self._marked.get(key, [])
+
+    def _marks_of(self, pid: int, fields: list[str]) -> frozenset[MarkKey]:
         key = (pid, fields[19])
-        cached = self._environ.get(key)
+        cached = self._marks.get(key)
         if cached is None:
             try:
-                cached = (PROC / str(pid) / "environ").read_bytes()
+                environ = (PROC / str(pid) / "environ").read_bytes()
             except OSError:
-                cached = b""
-            self._environ[key] = cached
+                environ = b""
+            cached = self._marks[key] = _marks_in(environ)
         return cached
+
+
+def _marks_in(environ: bytes) -> frozenset[MarkKey]:
+    """Every (run id, turn) pair an environment names; repeated variables give several."""
+    run_ids: list[bytes] = []
+    turns: list[bytes] = []
+    for entry in environ.split(b"\0"):
+        if entry.startswith(b"CODYD_RUN_ID="):
+            run_ids.append(entry[len(b"CODYD_RUN_ID=") :])
+        elif entry.startswith(b"CODYD_TURN="):
+            turns.append(entry[len(b"CODYD_TURN=") :])
+    return frozenset((run_id, turn) for run_id in run_ids for turn in turns)
 
 
 _TABLE = _ProcessTable()
@@ -103,9 +149,10 @@ def _processes(shared: bool = False) -> Iterator[tuple[int, list[str]]]:
     return iter(_TABLE.processes(shared))
 
 
-def group_members(pgid: int, shared: bool = False) -> list[int]:
+def group_members(pgid: int, shared: bool = False, since: float | None = None) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is ``pgid``."""
-    return [pid for pid, f in _processes(shared) if f[0] != "Z" and int(f[2]) == pgid]
+    _TABLE.processes(shared, since)
+    return list(_TABLE.group(pgid))
 
 
 def signal_group(pgid: int, signum: int) -> bool:
@@ -124,28 +171,31 @@ class TurnMark:
     turn: int
 
     def matches(self, environ: bytes) -> bool:
-        entries = environ.split(b"\0")
-        return (
-            f"CODYD_RUN_ID={self.run_id}".encode() in entries
-            and f"CODYD_TURN={self.turn}".encode() in entries
-        )
+        return self.key in _marks_in(environ)
+
+    @property
+    def key(self) -> MarkKey:
+        return (self.run_id.encode(), str(self.turn).encode())
 
 
-def find_marked(mark: TurnMark, shared: bool = False) -> list[int]:
+def find_marked(mark: TurnMark, shared: bool = False, since: float | None = None) -> list[int]:
     """Live processes whose environment carries the turn's mark (escapees included)."""
-    me = os.getpid()
-    return [
-        pid
-        for pid, fields in _processes(shared)
-        if pid != me and fields[0] != "Z" and mark.matches(_TABLE.environ(pid, fields))
-    ]
+    _TABLE.processes(shared, since)
+    return list(_TABLE.marked(mark.key))
 
 
-def turn_processes(pgid: int | None, mark: TurnMark | None, shared: bool = False) -> set[int]:
-    """Every live process of a turn: its process group, and marked processes that left it."""
-    members = set(group_members(pgid, shared)) if pgid is not None else set()
+def turn_processes(
+    pgid: int | None, mark: TurnMark | None, shared: bool = False, since: float | None = None
+) -> set[int]:
+    """Every live process of a turn: its process group, and marked processes that left it.
+
+    ``since`` (a ``time.monotonic()`` instant) accepts a snapshot of /proc begun at or
+    after it: stops requested together are then decided on one walk.
+    """
+    _TABLE.processes(shared, since)
+    members = set(_TABLE.group(pgid)) if pgid is not None else set()
     if mark is not None:
-        members.update(find_marked(mark, shared))
+        members.update(_TABLE.marked(mark.key))
     return members
 
 
@@ -163,14 +213,17 @@ async def stop_group(
     sigkill_delay_s: float,
     on_signal: Callable[[str], Awaitable[None] | None] | None = None,
     mark: TurnMark | None = None,
+    requested_at: float | None = None,
 ) -> None:
     """SIGTERM the turn's processes, then SIGKILL after ``sigkill_delay_s`` if any are left.
 
     The turn's processes are its process group plus, with ``mark``, any process
     carrying the turn's ``CODYD_RUN_ID``/``CODYD_TURN`` (one that left the group
-    with ``setsid``, say).
+    with ``setsid``, say). Who gets SIGTERM is read from /proc as it was at some
+    moment since ``requested_at`` (the ``time.monotonic()`` of the stop request;
+    default: now).
     """
-    alive = turn_processes(pgid, mark)
+    alive = turn_processes(pgid, mark, since=requested_at)
     if not alive:
         return
     if _signal_all(pgid, alive, signal.SIGTERM) and on_signal is not None:

@@ -42,10 +42,16 @@ class Stats:
     tests_failed: int = 0
 
     def to_wire(self) -> dict[str, Any]:
+        tokens = self.tokens
         return {
             "turns": self.turns,
             "failed_turns": self.failed_turns,
-            "tokens": {**self.tokens.to_wire(), "total": self.tokens.total},
+            "tokens": {
+                "input": tokens.input,
+                "output": tokens.output,
+                "cached": tokens.cached,
+                "total": tokens.input + tokens.output,
+            },
             "cost_usd": self.cost_usd,
             "files": {
                 "read": self.files_read,
@@ -128,13 +134,16 @@ class RunRecord:
         return summary
 
     def summary(self) -> dict[str, Any]:
+        # run.list builds hundreds of these per call: plain attribute reads, and the
+        # enums' _value_ rather than the slower .value property.
+        spec = self.spec
         return {
-            "run_id": self.run_id,
-            "name": self.spec.name,
-            "state": self.state.value,
-            "phase": self.phase.value,
-            "workspace": self.spec.workspace,
-            "agent": self.spec.agent,
+            "run_id": spec.run_id,
+            "name": spec.name,
+            "state": self.state._value_,
+            "phase": self.phase._value_,
+            "workspace": spec.workspace,
+            "agent": spec.agent,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "updated_at": self.updated_at,

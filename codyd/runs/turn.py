@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 import trio
@@ -23,6 +23,7 @@ from codyd.runs import procs
 from codyd.runs.output import CappedLog, LineSplitter
 
 log = structlog.get_logger("codyd.turn")
+T = TypeVar("T")
 
 STDERR_TAIL_BYTES = 8192
 READ_CHUNK = 65536
@@ -96,6 +97,7 @@ class Turn:
         self.hooks = hooks
         self.pid: int | None = None
         self.stop_outcome: str | None = None
+        self.stop_requested_at: float | None = None  # time.monotonic() of the first request
         self._stop_requested = trio.Event()
         self._stop_done = trio.Event()
         self._stopping = False
@@ -107,12 +109,12 @@ class Turn:
         """Ask the turn to stop its agent; the first reason given is its outcome."""
         if self.stop_outcome is None:
             self.stop_outcome = outcome
+            self.stop_requested_at = time.monotonic()
         self._stop_requested.set()
 
     async def run(self) -> TurnResult:
         plan = self.plan
-        plan.turn_dir.mkdir(parents=True, exist_ok=True)
-        (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
+        await _off_loop(self._write_prompt)
         started = time.monotonic()
         if self.stop_outcome is not None:
             return TurnResult(self.stop_outcome, None, 0)
@@ -137,11 +139,8 @@ class Turn:
             )
         self.pid = proc.pid
         pid_file = plan.turn_dir / "turn.pid"
-        # The start time guards recovery against a reused pid (SPEC 2.7).
-        pid_file.write_text(f"{proc.pid}\n{procs.start_ticks(proc.pid) or ''}\n")
+        stdout_log, stderr_log = await _off_loop(self._open_files, proc.pid)
         self.hooks.on_started(proc.pid)
-        stdout_log = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
-        stderr_log = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
         try:
             exit_code = await self._supervise(proc, stdout_log, stderr_log)
         finally:
@@ -154,6 +153,20 @@ class Turn:
         if outcome != "ok":
             tail = bytes(self._stderr_tail).decode("utf-8", "replace")
         return TurnResult(outcome, exit_code, duration_ms, stderr_tail=tail)
+
+    def _write_prompt(self) -> None:
+        self.plan.turn_dir.mkdir(parents=True, exist_ok=True)
+        (self.plan.turn_dir / "prompt.txt").write_bytes(self.plan.prompt)
+
+    def _open_files(self, pid: int) -> tuple[CappedLog, CappedLog]:
+        """Write ``turn.pid`` and open the turn's capped logs."""
+        plan = self.plan
+        # The start time guards recovery against a reused pid (SPEC 2.7).
+        (plan.turn_dir / "turn.pid").write_text(f"{pid}\n{procs.start_ticks(pid) or ''}\n")
+        return (
+            CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes),
+            CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes),
+        )
 
     async def _supervise(
         self, proc: trio.Process, stdout_log: CappedLog, stderr_log: CappedLog
@@ -244,8 +257,23 @@ class Turn:
         log.info(
             "stopping turn", run_id=plan.run_id, turn=plan.n, pid=pid, outcome=self.stop_outcome
         )
-        await procs.stop_group(pid, plan.sigkill_delay_s, self._signal_sent, self._mark)
+        # Turns stopped together (a shutdown) share one walk of /proc to find their processes.
+        await procs.stop_group(
+            pid, plan.sigkill_delay_s, self._signal_sent, self._mark, self.stop_requested_at
+        )
         self._stop_done.set()
+
+
+async def _off_loop(work: Callable[..., T], *args: Any) -> T:
+    """Run file-system work in a thread, where it cannot stall the event loop.
+
+    Creating a turn's directory and files blocks for milliseconds on a busy disk,
+    and hundreds of turns may start at once. Shielded: like the synchronous calls
+    it replaces, it is no place for a cancellation to land.
+    """
+    with trio.CancelScope(shield=True):
+        result = await trio.to_thread.run_sync(work, *args)
+    return result
 
 
 def read_pid_file(path: Path) -> tuple[int, int | None] | None:
