@@ -168,25 +168,7 @@ def test_allowed_uids_lets_a_peer_in(daemon_factory) -> None:
     )
     daemon.root.chmod(0o755)
     daemon.start()
-    child = os.fork()
-    if child == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(5)
-            sock.connect(str(daemon.socket))
-            body = msgpack.packb({"id": 1, "method": "daemon.ping"})
-            sock.sendall(struct.pack(">I", len(body)) + body)
-            header = sock.recv(4)
-            response = msgpack.unpackb(sock.recv(struct.unpack(">I", header)[0]))
-            code = 0 if response.get("result", {}).get("pong") else 2
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    assert os.WEXITSTATUS(status) == 0
+    assert _ping_as_nobody(daemon.socket) == 0
 
 
 def _ping_as_nobody(socket_path: Path) -> int:
