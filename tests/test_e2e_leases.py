@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import RedisServer
 
 from conftest import Daemon, agent, wait_until
+from redis_server import RedisServer
 
 
 @pytest.fixture

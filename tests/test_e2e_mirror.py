@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 import redis
-from redis_server import RedisServer
 
 from conftest import Daemon, agent, wait_until
+from redis_server import RedisServer
 
 PREFIX = "t:"
 MakeDaemon = Callable[..., Daemon]

@@ -1,33 +1,21 @@
 #!/usr/bin/env python3
 """A stand-in for `claude -p --output-format stream-json`: replays a transcript as stdout.
 
-FAKE_AGENT_SCRIPT names the transcript (a comma list: one per turn by CODYD_TURN, the last
-repeating); FAKE_AGENT_ARGV_LOG, if set, gets the argv as one JSON line; with
-FAKE_AGENT_KNOWN_SESSIONS set, `--resume=<id>` of another id fails as claude does; the exit
-status is FAKE_AGENT_EXIT (default 0).
+The environment it reads is described in fake_cli.py; `--resume=<id>` names the session.
 """
 
 import json
-import os
-import sys
 import uuid
 
-
-def in_workspace(transcript: bytes) -> bytes:
-    """The transcripts were recorded in /srv/work/calc: replay them in this run's workspace."""
-    workspace = os.environ.get("CODYD_WORKSPACE", "/srv/work/calc")
-    return transcript.replace(b"/srv/work/calc", workspace.encode())
+from fake_cli import run
 
 
-sys.stdin.read()
-argv = sys.argv[1:]
-if log := os.environ.get("FAKE_AGENT_ARGV_LOG"):
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(argv) + "\n")
-resumes = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")]
-session = resumes[-1] if resumes else None
-known = os.environ.get("FAKE_AGENT_KNOWN_SESSIONS")
-if session is not None and known is not None and session not in known.split(","):
+def resumed_session(argv: list[str]) -> str | None:
+    resumes = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--resume=")]
+    return resumes[-1] if resumes else None
+
+
+def unknown(session: str) -> None:
     result = {
         "type": "result",
         "subtype": "error_during_execution",
@@ -47,11 +35,6 @@ if session is not None and known is not None and session not in known.split(",")
         "errors": [f"No conversation found with session ID: {session}"],
     }
     print(json.dumps(result, separators=(",", ":")), flush=True)
-    sys.exit(1)
-scripts = [path for path in os.environ.get("FAKE_AGENT_SCRIPT", "").split(",") if path]
-if scripts:
-    turn = max(int(os.environ.get("CODYD_TURN", "1")), 1)
-    with open(scripts[min(turn, len(scripts)) - 1], "rb") as handle:
-        sys.stdout.buffer.write(in_workspace(handle.read()))
-    sys.stdout.flush()
-sys.exit(int(os.environ.get("FAKE_AGENT_EXIT", "0")))
+
+
+run(resumed_session, unknown)

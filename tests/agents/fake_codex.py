@@ -1,40 +1,23 @@
 #!/usr/bin/env python3
 """A stand-in for `codex exec --json`: replays a JSONL transcript as one turn's stdout.
 
-FAKE_AGENT_SCRIPT names the transcript (a comma list: one per turn by CODYD_TURN, the last
-repeating); FAKE_AGENT_ARGV_LOG, if set, gets the argv as one JSON line; with
-FAKE_AGENT_KNOWN_SESSIONS set, `resume <id>` of another id fails as codex does; the exit
-status is FAKE_AGENT_EXIT (default 0).
+The environment it reads is described in fake_cli.py; `resume <id>` names the session.
 """
 
-import json
-import os
 import sys
 
-
-def in_workspace(transcript: bytes) -> bytes:
-    """The transcripts were recorded in /srv/work/calc: replay them in this run's workspace."""
-    workspace = os.environ.get("CODYD_WORKSPACE", "/srv/work/calc")
-    return transcript.replace(b"/srv/work/calc", workspace.encode())
+from fake_cli import run
 
 
-sys.stdin.read()
-argv = sys.argv[1:]
-if log := os.environ.get("FAKE_AGENT_ARGV_LOG"):
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(argv) + "\n")
-session = argv[argv.index("resume") + 1] if "resume" in argv[:-1] else None
-known = os.environ.get("FAKE_AGENT_KNOWN_SESSIONS")
-if session is not None and known is not None and session not in known.split(","):
+def resumed_session(argv: list[str]) -> str | None:
+    return argv[argv.index("resume") + 1] if "resume" in argv[:-1] else None
+
+
+def unknown(session: str) -> None:
     sys.stderr.write(
         f"Error: thread/resume: thread/resume failed: no rollout found for thread id {session}"
         " (code -32600)\n"
     )
-    sys.exit(1)
-scripts = [path for path in os.environ.get("FAKE_AGENT_SCRIPT", "").split(",") if path]
-if scripts:
-    turn = max(int(os.environ.get("CODYD_TURN", "1")), 1)
-    with open(scripts[min(turn, len(scripts)) - 1], "rb") as handle:
-        sys.stdout.buffer.write(in_workspace(handle.read()))
-    sys.stdout.flush()
-sys.exit(int(os.environ.get("FAKE_AGENT_EXIT", "0")))
+
+
+run(resumed_session, unknown)
