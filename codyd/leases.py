@@ -54,15 +54,16 @@ class LocalLeases:
 
     async def acquire(self, run_id: str) -> str | None:
         """Take the lease of ``run_id`` (a lease of an earlier incarnation is taken over)."""
+        if run_id in self.held:
+            return None  # asked again before each turn: already ours, renewed with the rest
         self.store.execute_later(
             "INSERT INTO leases (run_id, holder, expires_at) VALUES (?, ?, ?) "
             "ON CONFLICT(run_id) DO UPDATE SET holder = excluded.holder, "
             "expires_at = excluded.expires_at",
             (run_id, self.holder, time.time() + self.ttl_s),
         )
-        if run_id not in self.held:
-            self.held.add(run_id)
-            log.info("lease gained", run_id=run_id, holder=self.holder)
+        self.held.add(run_id)
+        log.info("lease gained", run_id=run_id, holder=self.holder)
         return None
 
     async def renew_all(self) -> dict[str, str]:
