@@ -471,7 +471,11 @@ def check_inside(workspace: Path, relative: str, field: str) -> Path:
 
     The target need not exist. Absolute paths are allowed when they resolve inside.
     """
-    root = os.path.realpath(workspace)
+    return _inside(os.path.realpath(workspace), relative, field)
+
+
+def _inside(root: str, relative: str, field: str) -> Path:
+    """:func:`check_inside` for a workspace path that is already free of symlinks."""
     given = describe(relative)
     try:
         target = os.path.realpath(os.path.join(root, relative))
@@ -509,8 +513,8 @@ def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
     return real
 
 
-def _check_prompt_file(workspace: Path, relative: str) -> None:
-    target = check_inside(workspace, relative, "prompt_file")
+def _check_prompt_file(workspace: str, relative: str) -> None:
+    target = _inside(workspace, relative, "prompt_file")
     expected = "an existing regular file inside the workspace"
     try:
         mode = target.stat().st_mode
@@ -525,14 +529,14 @@ def _check_prompt_file(workspace: Path, relative: str) -> None:
 
 
 def _check_paths(values: Mapping[str, Any], completion: Completion) -> None:
-    workspace = Path(values["workspace"])
+    workspace = values["workspace"]  # resolved by _check_workspace
     if values["prompt_file"] is not None:
         _check_prompt_file(workspace, values["prompt_file"])
     for name in ("context_files", "watch_logs"):
         for index, relative in enumerate(values[name]):
-            check_inside(workspace, relative, f"{name}.{index}")
+            _inside(workspace, relative, f"{name}.{index}")
     if completion.stop_file is not None:
-        check_inside(workspace, completion.stop_file, "completion.stop_file")
+        _inside(workspace, completion.stop_file, "completion.stop_file")
 
 
 # --- parsing --------------------------------------------------------------------------------

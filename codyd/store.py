@@ -331,8 +331,7 @@ class Store:
         if batch.empty():
             return
         rows = [
-            (r.run_id, r.created_at, r.state.value, json.dumps(r.to_store()))
-            for r in batch.runs.values()
+            (r.run_id, r.created_at, r.state.value, r.to_store_json()) for r in batch.runs.values()
         ]
         # Every append saves its run, so these are the newest seqs this batch holds.
         seqs = {run_id: record.last_seq for run_id, record in batch.runs.items()}

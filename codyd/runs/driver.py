@@ -214,7 +214,7 @@ class RunDriver:
         turn = Turn(
             plan,
             TurnHooks(
-                on_started=lambda pid: self._turn_started(turn, pid, argv, session),
+                on_started=lambda pid, ticks: self._turn_started(turn, pid, ticks, argv, session),
                 on_line=self._on_line,
                 on_activity=self._on_activity,
                 on_event=lambda type_, data: self._emit(type_, data),
@@ -297,11 +297,13 @@ class RunDriver:
             return 0.0
         return time.time() - record.started_at - record.paused_total_s
 
-    def _turn_started(self, turn: Turn, pid: int, argv: list[str], session: str | None) -> None:
+    def _turn_started(
+        self, turn: Turn, pid: int, ticks: int | None, argv: list[str], session: str | None
+    ) -> None:
         record = self.record
         record.pid = pid
         self.store.save_turn(
-            record.run_id, turn.plan.n, started_at=time.time(), pid=pid, pid_start_ticks=_ticks(pid)
+            record.run_id, turn.plan.n, started_at=time.time(), pid=pid, pid_start_ticks=ticks
         )
         shown = redact_argv(argv, self.spec.env.values())
         self._emit("turn_started", {"pid": pid, "argv": shown, "session_id": session})
@@ -598,12 +600,6 @@ def workspace_relative(path: str, workspace: str) -> str:
     if normalized == workspace or normalized.startswith(workspace.rstrip("/") + "/"):
         return os.path.relpath(normalized, workspace)
     return normalized
-
-
-def _ticks(pid: int) -> int | None:
-    from codyd.runs.procs import start_ticks
-
-    return start_ticks(pid)
 
 
 def _monotonic_to_trio(when: float) -> float:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from codyd.runs.state import TERMINAL, Phase, State
@@ -82,6 +83,21 @@ class Stats:
             self.tests_passed += data["passed"]
             self.tests_failed += data["failed"]
 
+    def to_store(self) -> dict[str, Any]:
+        tokens = self.tokens
+        return {
+            "turns": self.turns,
+            "failed_turns": self.failed_turns,
+            "tokens": {"input": tokens.input, "output": tokens.output, "cached": tokens.cached},
+            "cost_usd": self.cost_usd,
+            "files_read": self.files_read,
+            "files_written": self.files_written,
+            "files_deleted": self.files_deleted,
+            "test_runs": self.test_runs,
+            "tests_passed": self.tests_passed,
+            "tests_failed": self.tests_failed,
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Stats:
         tokens = Tokens(**data.pop("tokens", {}))
@@ -119,6 +135,8 @@ class RunRecord:
     # Seconds spent paused, so budget.max_duration_s counts running time only.
     paused_total_s: float = 0.0
     paused_since: float | None = None
+    # The spec never changes: its JSON is made once, for every commit of the record.
+    _spec_json: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def run_id(self) -> str:
@@ -164,14 +182,22 @@ class RunRecord:
         }
 
     def to_store(self) -> dict[str, Any]:
-        data = {
-            name: getattr(self, name) for name in self.__slots__ if name not in ("spec", "stats")
-        }
-        data["state"] = self.state.value
-        data["phase"] = self.phase.value
-        data["stats"] = asdict(self.stats)
-        data["spec"] = self.spec.to_wire(redact_env=False)
+        data: dict[str, Any] = json.loads(self.to_store_json())
         return data
+
+    def to_store_json(self) -> str:
+        """The record as the store keeps it: JSON, with the spec's env unredacted.
+
+        Runs are committed many times in their life, hundreds at once when many
+        start together: the unchanging spec is encoded once, the rest by hand.
+        """
+        if self._spec_json is None:
+            self._spec_json = json.dumps(self.spec.to_wire(redact_env=False))
+        data = {name: getattr(self, name) for name in _PLAIN_FIELDS}
+        data["state"] = self.state._value_
+        data["phase"] = self.phase._value_
+        data["stats"] = self.stats.to_store()
+        return f'{json.dumps(data)[:-1]}, "spec": {self._spec_json}}}'
 
     @classmethod
     def from_store(cls, data: dict[str, Any]) -> RunRecord:
@@ -181,3 +207,10 @@ class RunRecord:
         state = State(data.pop("state"))
         phase = Phase(data.pop("phase"))
         return cls(spec=spec, stats=stats, state=state, phase=phase, **data)
+
+
+_PLAIN_FIELDS = tuple(
+    name
+    for name in RunRecord.__slots__
+    if name not in ("spec", "stats", "state", "phase", "_spec_json")
+)

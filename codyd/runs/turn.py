@@ -9,7 +9,7 @@ whole group. Whatever happens, no process of the group outlives the turn.
 from __future__ import annotations
 
 import errno
-import subprocess
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ import trio
 
 from codyd.runs import procs
 from codyd.runs.output import CappedLog, LineSplitter
+from codyd.runs.spawn import AgentProcess, Started, spawn
 
 log = structlog.get_logger("codyd.turn")
 T = TypeVar("T")
@@ -84,11 +85,45 @@ def agent_environment(
 class TurnHooks:
     """How a turn talks back to its run: every callback runs in the trio thread."""
 
-    on_started: Callable[[int], None]
+    on_started: Callable[[int, int | None], None]  # pid, its start ticks
     on_line: Callable[[str, bytes, bool], None]
     on_activity: Callable[[], None]
     on_event: Callable[[str, dict[str, Any]], None]
     backpressure: Callable[[], Awaitable[None]] | None = None
+
+
+class TurnFiles:
+    """A turn's files, made before its agent starts: ``prompt.txt``, the capped logs, ``turn.pid``.
+
+    Built in a worker thread (creating a directory and files can block on a busy
+    disk); once the agent runs, only writes to files already open happen in the
+    event loop. ``turn.pid`` lives exactly as long as the turn.
+    """
+
+    def __init__(self, plan: TurnPlan) -> None:
+        plan.turn_dir.mkdir(parents=True, exist_ok=True)
+        (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
+        self.pid_path = plan.turn_dir / "turn.pid"
+        self._pid_fd = os.open(
+            self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
+        )
+        try:
+            self.stdout = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
+            self.stderr = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
+        except BaseException:
+            if hasattr(self, "stdout"):
+                self.stdout.close()
+            os.close(self._pid_fd)
+            raise
+
+    def record_pid(self, pid: int, ticks: int | None) -> None:
+        os.write(self._pid_fd, f"{pid}\n{ticks or ''}\n".encode())
+
+    def close(self) -> None:
+        self.stdout.close()
+        self.stderr.close()
+        os.close(self._pid_fd)
+        self.pid_path.unlink(missing_ok=True)
 
 
 class Turn:
@@ -114,39 +149,30 @@ class Turn:
 
     async def run(self) -> TurnResult:
         plan = self.plan
-        await _off_loop(self._write_prompt)
-        started = time.monotonic()
         if self.stop_outcome is not None:
             return TurnResult(self.stop_outcome, None, 0)
+        started = time.monotonic()
+        files, spawned = await _off_loop(_start, plan)
         try:
-            proc = await trio.lowlevel.open_process(
-                plan.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=plan.cwd,
-                env=plan.env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            message = f"cannot start {plan.argv[0]!r}: {exc.strerror or exc}"
-            return TurnResult(
-                "spawn_failed",
-                None,
-                0,
-                error_message=message,
-                fatal=exc.errno in FATAL_SPAWN_ERRNOS,
-            )
-        self.pid = proc.pid
-        pid_file = plan.turn_dir / "turn.pid"
-        stdout_log, stderr_log = await _off_loop(self._open_files, proc.pid)
-        self.hooks.on_started(proc.pid)
-        try:
-            exit_code = await self._supervise(proc, stdout_log, stderr_log)
+            if isinstance(spawned, OSError):
+                message = f"cannot start {plan.argv[0]!r}: {spawned.strerror or spawned}"
+                fatal = spawned.errno in FATAL_SPAWN_ERRNOS
+                return TurnResult("spawn_failed", None, 0, error_message=message, fatal=fatal)
+            proc = AgentProcess(spawned)
+            try:
+                return await self._run(proc, files, started)
+            finally:
+                proc.close()
         finally:
-            stdout_log.close()
-            stderr_log.close()
-            pid_file.unlink(missing_ok=True)
+            files.close()
+
+    async def _run(self, proc: AgentProcess, files: TurnFiles, started: float) -> TurnResult:
+        self.pid = proc.pid
+        # The start time guards recovery against a reused pid (SPEC 2.7).
+        ticks = procs.start_ticks(proc.pid)
+        files.record_pid(proc.pid, ticks)
+        self.hooks.on_started(proc.pid, ticks)
+        exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
         outcome = self.stop_outcome or ("ok" if exit_code == 0 else "error")
         tail = None
@@ -154,24 +180,9 @@ class Turn:
             tail = bytes(self._stderr_tail).decode("utf-8", "replace")
         return TurnResult(outcome, exit_code, duration_ms, stderr_tail=tail)
 
-    def _write_prompt(self) -> None:
-        self.plan.turn_dir.mkdir(parents=True, exist_ok=True)
-        (self.plan.turn_dir / "prompt.txt").write_bytes(self.plan.prompt)
-
-    def _open_files(self, pid: int) -> tuple[CappedLog, CappedLog]:
-        """Write ``turn.pid`` and open the turn's capped logs."""
-        plan = self.plan
-        # The start time guards recovery against a reused pid (SPEC 2.7).
-        (plan.turn_dir / "turn.pid").write_text(f"{pid}\n{procs.start_ticks(pid) or ''}\n")
-        return (
-            CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes),
-            CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes),
-        )
-
     async def _supervise(
-        self, proc: trio.Process, stdout_log: CappedLog, stderr_log: CappedLog
+        self, proc: AgentProcess, stdout_log: CappedLog, stderr_log: CappedLog
     ) -> int | None:
-        assert proc.stdin and proc.stdout and proc.stderr
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._feed_stdin, proc.stdin)
             nursery.start_soon(self._watchdog, proc.pid)
@@ -264,12 +275,24 @@ class Turn:
         self._stop_done.set()
 
 
+def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
+    """Make the turn's files and start its agent (in a worker thread: both may block)."""
+    files = TurnFiles(plan)
+    try:
+        return files, spawn(plan.argv, plan.cwd, plan.env)
+    except OSError as exc:
+        return files, exc
+    except BaseException:
+        files.close()
+        raise
+
+
 async def _off_loop(work: Callable[..., T], *args: Any) -> T:
-    """Run file-system work in a thread, where it cannot stall the event loop.
+    """Run blocking work in a thread, where it cannot stall the event loop.
 
     Creating a turn's directory and files blocks for milliseconds on a busy disk,
-    and hundreds of turns may start at once. Shielded: like the synchronous calls
-    it replaces, it is no place for a cancellation to land.
+    and hundreds of turns may start at once. Shielded: a cancellation landing
+    here would abandon a process that has just been started.
     """
     with trio.CancelScope(shield=True):
         result = await trio.to_thread.run_sync(work, *args)

@@ -1,0 +1,105 @@
+"""Starting an agent process: one worker-thread call, then trio streams and a pidfd.
+
+``trio.lowlevel.open_process`` spends a worker-thread round trip on ``Popen``
+alone, and a turn also has files to create first; hundreds of turns start at
+once, and each round trip costs the event loop a GIL hand-over. So a turn's
+files and its process are made in one call (:func:`spawn`, blocking, run in a
+worker thread) and the result is wrapped on the trio side (:class:`AgentProcess`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+
+import trio
+
+# Without pidfds (Linux before 5.3), how often an exit is polled for.
+EXIT_POLL_S = 0.05
+
+
+class Started:
+    """What :func:`spawn` made in the worker thread: the process and our ends of its pipes."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], fds: tuple[int, int, int]) -> None:
+        self.popen = popen
+        self.fds = fds
+
+
+def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
+    """Start ``argv`` in a new session with piped stdin, stdout and stderr (blocking).
+
+    Raises OSError when the process cannot be started; no descriptor leaks then.
+    """
+    ours: list[int] = []
+    theirs: list[int] = []
+    try:
+        for to_child in (True, False, False):
+            read_end, write_end = os.pipe()  # both close-on-exec
+            ours.append(write_end if to_child else read_end)
+            theirs.append(read_end if to_child else write_end)
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=theirs[0],
+            stdout=theirs[1],
+            stderr=theirs[2],
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return Started(popen, (ours[0], ours[1], ours[2]))
+
+
+class AgentProcess:
+    """A started agent as trio sees it: its pid, its pipes as streams, its exit.
+
+    Built in the trio thread from :class:`Started`. :meth:`close` releases every
+    descriptor; the exit status is collected by :meth:`wait` (which reaps).
+    """
+
+    def __init__(self, started: Started) -> None:
+        self._popen = started.popen
+        self.pid = started.popen.pid
+        stdin, stdout, stderr = started.fds
+        self.stdin = trio.lowlevel.FdStream(stdin)
+        self.stdout = trio.lowlevel.FdStream(stdout)
+        self.stderr = trio.lowlevel.FdStream(stderr)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            self._pidfd = -1
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        """Wait for the process to exit and reap it; return its exit status."""
+        if self._popen.poll() is None:
+            if self._pidfd >= 0:
+                await trio.lowlevel.wait_readable(self._pidfd)
+            else:
+                while self._popen.poll() is None:
+                    await trio.sleep(EXIT_POLL_S)
+            self._popen.wait()  # it has exited: this reaps without blocking
+        self._close_pidfd()
+        return self._popen.returncode
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            trio.lowlevel.notify_closing(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def close(self) -> None:
+        for stream in (self.stdin, self.stdout, self.stderr):
+            stream.close()
+        self._close_pidfd()
