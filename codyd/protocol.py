@@ -21,9 +21,42 @@ HEADER = struct.Struct(">I")
 MAX_REQUEST_ID = 2**63 - 1
 
 
+class Encoded:
+    """A value already encoded as msgpack, spliced into a frame byte for byte.
+
+    ``run.list`` answers with hundreds of run summaries; each run keeps its own
+    encoded summary until it changes, so a list costs a join, not an encoding.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    @classmethod
+    def map(cls, items: dict[str, Any]) -> Encoded:
+        """A map whose values may themselves be :class:`Encoded`."""
+        parts = [_PACKER.pack_map_header(len(items))]
+        for key, value in items.items():
+            parts.append(_PACKER.pack(key))
+            parts.append(value.data if isinstance(value, Encoded) else _PACKER.pack(value))
+        return cls(b"".join(parts))
+
+    @classmethod
+    def array(cls, encoded_items: list[bytes]) -> Encoded:
+        """An array of items each already encoded."""
+        return cls(_PACKER.pack_array_header(len(encoded_items)) + b"".join(encoded_items))
+
+
+_PACKER = msgpack.Packer(use_bin_type=True)
+
+
 def pack(message: dict[str, Any]) -> bytes:
     """Encode one message as a complete frame (header and body)."""
-    body: bytes = msgpack.packb(message, use_bin_type=True)
+    if isinstance(message.get("result"), Encoded):
+        body = Encoded.map(message).data
+    else:
+        body = msgpack.packb(message, use_bin_type=True)
     return HEADER.pack(len(body)) + body
 
 

@@ -13,7 +13,7 @@ import trio
 from codyd import __version__
 from codyd.errors import InvalidParams, NotFound, Trimmed, UnknownMethod
 from codyd.events import Event
-from codyd.protocol import PROTOCOL_VERSION
+from codyd.protocol import PROTOCOL_VERSION, Encoded
 from codyd.runs.record import RunRecord
 from codyd.runs.state import Phase, State
 from codyd.server import Call
@@ -195,7 +195,8 @@ class Methods:
         page = page[:limit]
         next_cursor = f"{page[-1].created_at!r}/{page[-1].run_id}" if more and page else None
         await self.store.sync()
-        return {"runs": [r.summary() for r in page], "cursor": next_cursor}
+        runs = Encoded.array([record.packed_summary() for record in page])
+        return Encoded.map({"runs": runs, "cursor": next_cursor})
 
     # streams
 

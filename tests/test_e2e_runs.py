@@ -380,3 +380,41 @@ def test_unknown_run_is_not_found(daemon: Daemon) -> None:
     with pytest.raises(InvalidParams):
         daemon.call("run.status", {"run_id": "../etc"})
     assert os.path.exists(daemon.socket)
+
+
+def test_list_shows_what_status_shows_however_often_it_is_asked(daemon: Daemon) -> None:
+    """run.list serves each run's summary from a cache; it never lags behind run.status.
+
+    The list is asked for over and over while runs change in every way a summary
+    can (stats from sentinels, backoff after failures, pause, completion), so a
+    change that failed to drop the cached summary would show at the end.
+    """
+    specs = {
+        "ls-sent": (agent("sentinels"), {"max_turns": 2}),
+        "ls-fail": (agent("failer", 5), {"max_consecutive_failures": 2, "retry_backoff_s": 0.3}),
+        "ls-paus": (agent("sleeper", 0.3), {"max_turns": 5}),
+    }
+    for run_id, (command, spec) in specs.items():
+        workspace = str(daemon.workspace(run_id))
+        daemon.start_run(command, run_id=run_id, workspace=workspace, **spec)
+    daemon.wait_event("ls-paus", "turn_started")
+    daemon.call("run.pause", {"run_id": "ls-paus"})
+    settled = {"ls-sent": ("completed",), "ls-fail": ("failed",), "ls-paus": ("paused",)}
+    asked = 0
+
+    def all_settled() -> bool:
+        nonlocal asked
+        summaries = daemon.call("run.list")["runs"]
+        asked += 1
+        return all(s["state"] in settled[s["run_id"]] for s in summaries)
+
+    wait_until(all_settled, timeout=30, what="every run to settle")
+    summaries = {s["run_id"]: s for s in daemon.call("run.list")["runs"]}
+    for run_id in specs:
+        status = daemon.call("run.status", {"run_id": run_id})
+        assert status.pop("labels") == {}
+        assert summaries[run_id] == status
+    assert asked > 3
+    assert summaries["ls-sent"]["stats"]["tests"]["runs"] == 3
+    assert summaries["ls-fail"]["stats"]["failed_turns"] == 2
+    assert summaries["ls-paus"]["phase"] == "idle"

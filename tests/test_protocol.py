@@ -30,6 +30,7 @@ from codyd.errors import (
 from codyd.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     MAX_REQUEST_ID,
+    Encoded,
     FrameDecoder,
     Request,
     error_response,
@@ -58,6 +59,30 @@ def test_pack_then_decode_round_trips() -> None:
     decoder = FrameDecoder()
     assert decoder.feed(pack(SAMPLE)) == [SAMPLE]
     assert decoder.pending_bytes == 0
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@given(
+    items=st.lists(_VALUES, max_size=20),
+    cursor=st.none() | st.text(),
+    request_id=st.integers(0, MAX_REQUEST_ID),
+)
+@settings(max_examples=200, deadline=None)
+def test_encoded_results_frame_like_plain_ones(
+    items: list[Any], cursor: str | None, request_id: int
+) -> None:
+    """A result spliced from pre-encoded parts is the very frame plain packing makes."""
+    plain = {"id": request_id, "result": {"runs": items, "cursor": cursor}}
+    runs = Encoded.array([msgpack.packb(item, use_bin_type=True) for item in items])
+    spliced = {"id": request_id, "result": Encoded.map({"runs": runs, "cursor": cursor})}
+    assert pack(spliced) == pack(plain)
 
 
 def test_pack_header_is_big_endian_body_length() -> None:

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from codyd.runs.state import TERMINAL, Phase, State
 from codyd.spec import RunSpec
 
@@ -137,6 +139,13 @@ class RunRecord:
     paused_since: float | None = None
     # The spec never changes: its JSON is made once, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
+    # The summary as msgpack, kept until a field changes (see __setattr__).
+    _packed_summary: bytes | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "_packed_summary":
+            object.__setattr__(self, "_packed_summary", None)
 
     @property
     def run_id(self) -> str:
@@ -181,6 +190,18 @@ class RunRecord:
             "last_seq": self.last_seq,
         }
 
+    def packed_summary(self) -> bytes:
+        """:meth:`summary` encoded as msgpack, made again only after the record changed.
+
+        Every field assignment drops it; changes inside ``stats`` always come with
+        an event or a save, and :meth:`Store.save` sets ``updated_at``.
+        """
+        packed = self._packed_summary
+        if packed is None:
+            packed = msgpack.packb(self.summary(), use_bin_type=True)
+            self._packed_summary = packed
+        return packed
+
     def to_store(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.to_store_json())
         return data
@@ -212,5 +233,5 @@ class RunRecord:
 _PLAIN_FIELDS = tuple(
     name
     for name in RunRecord.__slots__
-    if name not in ("spec", "stats", "state", "phase", "_spec_json")
+    if name not in ("spec", "stats", "state", "phase", "_spec_json", "_packed_summary")
 )
