@@ -20,6 +20,7 @@ from codyd.config import Config
 from codyd.mirror import DISABLED_STATUS, Mirror
 from codyd.rpc import Methods
 from codyd.runs import procs
+from codyd.runs.spawn import CHILDREN
 from codyd.runs.supervisor import Supervisor
 from codyd.server import Server
 from codyd.store import Store, open_store
@@ -101,7 +102,7 @@ class Daemon:
         self.server.bind()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
-            nursery.start_soon(procs.reaper, self.supervisor.turn_pids)
+            nursery.start_soon(procs.reaper, CHILDREN.owns)
             await nursery.start(self.supervisor.run)
             if self.mirror is not None:
                 await nursery.start(self.mirror.run)

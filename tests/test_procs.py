@@ -214,18 +214,12 @@ def test_reap_orphans_spares_own_children() -> None:
     proc = subprocess.Popen(["true"])
     try:
         wait_until(lambda: proc.pid in zombie_children(os.getpid()), 10, "a zombie child")
-
-        def everything() -> set[int]:
-            return set(zombie_children(os.getpid()))
-
-        def all_but_proc() -> set[int]:
-            return everything() - {proc.pid}
-
-        assert reap_orphans(everything) == 0
+        assert reap_orphans(lambda pid: pid == proc.pid) == (0, True)
         assert proc.pid in zombie_children(os.getpid())
-        assert reap_orphans(all_but_proc) == 1
+        assert reap_orphans(lambda pid: False) == (1, False)
         assert proc.pid not in zombie_children(os.getpid())
         assert proc_state(proc.pid) is None
+        assert reap_orphans(lambda pid: False) == (0, False)
     finally:
         proc.kill()
         proc.wait()
@@ -248,7 +242,7 @@ SUBREAPER = textwrap.dedent(
         while orphan not in zombie_children(os.getpid()):
             assert time.monotonic() < deadline, "the orphan never became our zombie"
             time.sleep(0.01)
-        assert reap_orphans(set) == 1
+        assert reap_orphans(lambda pid: False).reaped == 1
         assert orphan not in zombie_children(os.getpid())
     finally:
         try:

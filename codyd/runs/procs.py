@@ -15,11 +15,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import trio
 
 PROC = Path("/proc")
 STOP_POLL_S = 0.02
+REAP_RETRY_S = 0.05
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -261,28 +263,41 @@ def zombie_children(parent: int) -> list[int]:
     return [pid for pid, f in _processes() if f[0] == "Z" and int(f[1]) == parent]
 
 
-def reap_orphans(own: Callable[[], set[int]]) -> int:
+class Reaped(NamedTuple):
+    reaped: int
+    blocked: bool  # a zombie its owner will reap stands first in line: look again soon
+
+
+def reap_orphans(owns: Callable[[int], bool]) -> Reaped:
     """Reap exited children that codyd did not start itself (re-parented descendants).
 
-    The turn processes codyd started are left alone: trio waits for those, and
-    reaping them here would steal their exit status.
+    One ``waitid(WNOWAIT)`` peek per zombie, whatever the number of processes:
+    the agents codyd started (``owns``) are left alone, their turns wait for them
+    and reaping them here would steal their exit status. The kernel shows one
+    zombie at a time, so an owned one in front blocks the rest until it is reaped.
     """
-    reaped = 0
-    mine = own()
-    for pid in zombie_children(os.getpid()):
-        if pid in mine:
-            continue
+    count = 0
+    while True:
         try:
-            os.waitpid(pid, os.WNOHANG)
-            reaped += 1
+            found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            pass
-    return reaped
+            return Reaped(count, False)  # no children at all
+        if found is None or found.si_pid == 0:
+            return Reaped(count, False)
+        if owns(found.si_pid):
+            return Reaped(count, True)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(found.si_pid, os.WNOHANG)
+            count += 1
 
 
-async def reaper(own: Callable[[], set[int]]) -> None:
+async def reaper(owns: Callable[[int], bool]) -> None:
     """Reap re-parented orphans whenever a child exits (SIGCHLD)."""
     with trio.open_signal_receiver(signal.SIGCHLD) as signals:
-        reap_orphans(own)
-        async for _ in signals:
-            reap_orphans(own)
+        while True:
+            if reap_orphans(owns).blocked:
+                # Its turn reaps it within moments; then the rest can be seen.
+                with trio.move_on_after(REAP_RETRY_S):
+                    await signals.__anext__()
+            else:
+                await signals.__anext__()

@@ -11,12 +11,48 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 from collections.abc import Sequence
 
 import trio
 
 # Without pidfds (Linux before 5.3), how often an exit is polled for.
 EXIT_POLL_S = 0.05
+
+
+class Children:
+    """The agents codyd started and has not reaped yet, and the starts under way.
+
+    The orphan reaper asks :meth:`owns` before reaping a zombie: an agent's exit
+    status belongs to its turn. While a start is under way its pid is not known
+    yet (the agent may already have exited), so every zombie counts as owned.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pids: set[int] = set()
+        self._starting = 0
+
+    def owns(self, pid: int) -> bool:
+        with self._lock:
+            return self._starting > 0 or pid in self._pids
+
+    def _begin(self) -> None:
+        with self._lock:
+            self._starting += 1
+
+    def _end(self, pid: int | None) -> None:
+        with self._lock:
+            self._starting -= 1
+            if pid is not None:
+                self._pids.add(pid)
+
+    def release(self, pid: int) -> None:
+        with self._lock:
+            self._pids.discard(pid)
+
+
+CHILDREN = Children()
 
 
 class Started:
@@ -34,6 +70,8 @@ def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
     """
     ours: list[int] = []
     theirs: list[int] = []
+    pid: int | None = None
+    CHILDREN._begin()
     try:
         for to_child in (True, False, False):
             read_end, write_end = os.pipe()  # both close-on-exec
@@ -48,11 +86,13 @@ def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
             env=env,
             start_new_session=True,
         )
+        pid = popen.pid
     except BaseException:
         for fd in ours:
             os.close(fd)
         raise
     finally:
+        CHILDREN._end(pid)
         for fd in theirs:
             os.close(fd)
     return Started(popen, (ours[0], ours[1], ours[2]))
@@ -90,6 +130,7 @@ class AgentProcess:
                 while self._popen.poll() is None:
                     await trio.sleep(EXIT_POLL_S)
             self._popen.wait()  # it has exited: this reaps without blocking
+        CHILDREN.release(self.pid)
         self._close_pidfd()
         return self._popen.returncode
 
@@ -100,6 +141,9 @@ class AgentProcess:
             self._pidfd = -1
 
     def close(self) -> None:
+        """Release the descriptors and the pid; one still running is left to the orphan reaper."""
         for stream in (self.stdin, self.stdout, self.stderr):
             stream.close()
         self._close_pidfd()
+        self._popen.poll()  # reaps it if it has exited
+        CHILDREN.release(self.pid)

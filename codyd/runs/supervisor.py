@@ -372,10 +372,6 @@ class Supervisor:
         if driver is not None:
             driver.lose_lease(holder)
 
-    def turn_pids(self) -> set[int]:
-        """Pids of the live turn processes (children trio waits for)."""
-        return {d.turn.pid for d in self.drivers.values() if d.turn is not None and d.turn.pid}
-
     def counts(self) -> dict[str, int]:
         counts = {state.value: 0 for state in State}
         for record in self.store.runs.values():
