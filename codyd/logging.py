@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -26,9 +28,8 @@ def configure(log_format: str | None, level: str) -> None:
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            _timestamp,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -36,3 +37,21 @@ def configure(log_format: str | None, level: str) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+_second: list[Any] = [None, ""]  # the unix second last formatted, and its ISO text
+
+
+def _timestamp(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """``timestamp``: ISO 8601 UTC with microseconds, the date part formatted once a second.
+
+    The same text as structlog's ``TimeStamper(fmt="iso", utc=True)``, for a
+    fraction of its cost: hundreds of runs starting at once log thousands of lines.
+    """
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[0] = second
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    event["timestamp"] = f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+    return event

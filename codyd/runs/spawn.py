@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import trio
 
+from codyd.runs.procs import start_ticks
+
 # Without pidfds (Linux before 5.3), how often an exit is polled for.
 EXIT_POLL_S = 0.05
 
@@ -56,11 +58,19 @@ CHILDREN = Children()
 
 
 class Started:
-    """What :func:`spawn` made in the worker thread: the process and our ends of its pipes."""
+    """What :func:`spawn` made in the worker thread.
 
-    def __init__(self, popen: subprocess.Popen[bytes], fds: tuple[int, int, int]) -> None:
+    The process, our ends of its pipes, a pidfd for its exit (-1 without pidfds)
+    and its start time in clock ticks (None if it is gone already).
+    """
+
+    def __init__(
+        self, popen: subprocess.Popen[bytes], fds: tuple[int, int, int], pidfd: int
+    ) -> None:
         self.popen = popen
         self.fds = fds
+        self.pidfd = pidfd
+        self.ticks = start_ticks(popen.pid)
 
 
 def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
@@ -87,6 +97,10 @@ def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
             start_new_session=True,
         )
         pid = popen.pid
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # Linux before 5.3
+            pidfd = -1
     except BaseException:
         for fd in ours:
             os.close(fd)
@@ -95,7 +109,7 @@ def spawn(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Started:
         CHILDREN._end(pid)
         for fd in theirs:
             os.close(fd)
-    return Started(popen, (ours[0], ours[1], ours[2]))
+    return Started(popen, (ours[0], ours[1], ours[2]), pidfd)
 
 
 class AgentProcess:
@@ -112,10 +126,8 @@ class AgentProcess:
         self.stdin = trio.lowlevel.FdStream(stdin)
         self.stdout = trio.lowlevel.FdStream(stdout)
         self.stderr = trio.lowlevel.FdStream(stderr)
-        try:
-            self._pidfd = os.pidfd_open(self.pid)
-        except OSError:
-            self._pidfd = -1
+        self._pidfd = started.pidfd
+        self.ticks = started.ticks
 
     @property
     def returncode(self) -> int | None:

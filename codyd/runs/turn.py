@@ -169,9 +169,8 @@ class Turn:
     async def _run(self, proc: AgentProcess, files: TurnFiles, started: float) -> TurnResult:
         self.pid = proc.pid
         # The start time guards recovery against a reused pid (SPEC 2.7).
-        ticks = procs.start_ticks(proc.pid)
-        files.record_pid(proc.pid, ticks)
-        self.hooks.on_started(proc.pid, ticks)
+        files.record_pid(proc.pid, proc.ticks)
+        self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
         outcome = self.stop_outcome or ("ok" if exit_code == 0 else "error")
