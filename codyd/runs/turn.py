@@ -104,6 +104,7 @@ class TurnFiles:
         plan.turn_dir.mkdir(parents=True, exist_ok=True)
         (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
         self.pid_path = plan.turn_dir / "turn.pid"
+        self.pid_error: OSError | None = None
         self._pid_fd = os.open(
             self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
         )
@@ -117,7 +118,11 @@ class TurnFiles:
             raise
 
     def record_pid(self, pid: int, ticks: int | None) -> None:
-        os.write(self._pid_fd, f"{pid}\n{ticks or ''}\n".encode())
+        """Write ``turn.pid``; an error is kept in ``pid_error``: the agent runs already."""
+        try:
+            os.write(self._pid_fd, f"{pid}\n{ticks or ''}\n".encode())
+        except OSError as exc:
+            self.pid_error = exc
 
     def close(self) -> None:
         self.stdout.close()
@@ -168,8 +173,13 @@ class Turn:
 
     async def _run(self, proc: AgentProcess, files: TurnFiles, started: float) -> TurnResult:
         self.pid = proc.pid
-        # The start time guards recovery against a reused pid (SPEC 2.7).
-        files.record_pid(proc.pid, proc.ticks)
+        if files.pid_error is not None:
+            log.warning(
+                "cannot write turn.pid; recovery after a crash relies on the store alone",
+                run_id=self.plan.run_id,
+                turn=self.plan.n,
+                error=str(files.pid_error),
+            )
         self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -278,7 +288,10 @@ def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
     """Make the turn's files and start its agent (in a worker thread: both may block)."""
     files = TurnFiles(plan)
     try:
-        return files, spawn(plan.argv, plan.cwd, plan.env)
+        started = spawn(plan.argv, plan.cwd, plan.env)
+        # The start time guards recovery against a reused pid (SPEC 2.7).
+        files.record_pid(started.popen.pid, started.ticks)
+        return files, started
     except OSError as exc:
         return files, exc
     except BaseException:
