@@ -39,7 +39,8 @@ def configure(log_format: str | None, level: str) -> None:
     )
 
 
-_second: list[Any] = [None, ""]  # the unix second last formatted, and its ISO text
+# The unix second last formatted and its ISO text, replaced together (logs come from threads too).
+_second: tuple[int, str] = (-1, "")
 
 
 def _timestamp(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
@@ -48,10 +49,11 @@ def _timestamp(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> A
     The same text as structlog's ``TimeStamper(fmt="iso", utc=True)``, for a
     fraction of its cost: hundreds of runs starting at once log thousands of lines.
     """
+    global _second
     now = time.time()
     second = int(now)
-    if second != _second[0]:
-        _second[0] = second
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    event["timestamp"] = f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+    formatted = _second
+    if formatted[0] != second:
+        formatted = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event["timestamp"] = f"{formatted[1]}.{int((now - second) * 1_000_000):06d}Z"
     return event

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from codyd.runs.spawn import AgentProcess, spawn
+from codyd.runs.spawn import CHILDREN, AgentProcess, spawn
 
 
 def open_fds() -> set[int]:
@@ -54,3 +54,19 @@ def test_a_missing_binary_raises_and_leaks_nothing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         spawn(["true"], str(tmp_path / "no-such-dir"), dict(os.environ))
     assert open_fds() == before
+
+
+async def test_the_registry_forgets_an_agent_once_it_is_reaped_and_never_twice() -> None:
+    """Reaped: no longer owned. Closed later, it must not unregister a newer agent of that pid."""
+    proc = AgentProcess(spawn(["true"], "/", dict(os.environ)))
+    assert CHILDREN.owns(proc.pid)
+    with trio.fail_after(10):
+        assert await proc.wait() == 0
+    assert not CHILDREN.owns(proc.pid)
+    CHILDREN._begin()  # a newer agent that was given the same pid
+    CHILDREN._end(proc.pid)
+    try:
+        proc.close()
+        assert CHILDREN.owns(proc.pid)
+    finally:
+        CHILDREN.release(proc.pid)

@@ -10,6 +10,7 @@ worker thread) and the result is wrapped on the trio side (:class:`AgentProcess`
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -128,6 +129,7 @@ class AgentProcess:
         self.stderr = trio.lowlevel.FdStream(stderr)
         self._pidfd = started.pidfd
         self.ticks = started.ticks
+        self._registered = True
 
     @property
     def returncode(self) -> int | None:
@@ -142,9 +144,15 @@ class AgentProcess:
                 while self._popen.poll() is None:
                     await trio.sleep(EXIT_POLL_S)
             self._popen.wait()  # it has exited: this reaps without blocking
-        CHILDREN.release(self.pid)
+        self._unregister()
         self._close_pidfd()
         return self._popen.returncode
+
+    def _unregister(self) -> None:
+        # Once only: the pid may name another agent of ours by a later call.
+        if self._registered:
+            self._registered = False
+            CHILDREN.release(self.pid)
 
     def _close_pidfd(self) -> None:
         if self._pidfd >= 0:
@@ -153,9 +161,15 @@ class AgentProcess:
             self._pidfd = -1
 
     def close(self) -> None:
-        """Release the descriptors and the pid; one still running is left to the orphan reaper."""
+        """Release the descriptors and the pid.
+
+        The turn stops the agent's group before this. Should the agent still run
+        (unkillable), it is left to the orphan reaper; ``Popen`` is told it is done
+        so that it never reaps the pid later, when it may name another agent.
+        """
         for stream in (self.stdin, self.stdout, self.stderr):
             stream.close()
         self._close_pidfd()
-        self._popen.poll()  # reaps it if it has exited
-        CHILDREN.release(self.pid)
+        if self._popen.poll() is None:
+            self._popen.returncode = -signal.SIGKILL
+        self._unregister()

@@ -163,10 +163,20 @@ class Turn:
                 message = f"cannot start {plan.argv[0]!r}: {spawned.strerror or spawned}"
                 fatal = spawned.errno in FATAL_SPAWN_ERRNOS
                 return TurnResult("spawn_failed", None, 0, error_message=message, fatal=fatal)
+            if self.stop_requested_at is not None:
+                # Asked to stop while the agent was being started: the walks of /proc
+                # that may answer the stop must be ones that can see the agent.
+                self.stop_requested_at = time.monotonic()
             proc = AgentProcess(spawned)
             try:
                 return await self._run(proc, files, started)
             finally:
+                if proc.returncode is None:
+                    # Left early (a cancellation, an error): no agent outlives its turn.
+                    with trio.CancelScope(shield=True):
+                        await procs.stop_group(
+                            proc.pid, plan.sigkill_delay_s, self._signal_sent, self._mark
+                        )
                 proc.close()
         finally:
             files.close()
@@ -278,10 +288,14 @@ class Turn:
             "stopping turn", run_id=plan.run_id, turn=plan.n, pid=pid, outcome=self.stop_outcome
         )
         # Turns stopped together (a shutdown) share one walk of /proc to find their processes.
-        await procs.stop_group(
-            pid, plan.sigkill_delay_s, self._signal_sent, self._mark, self.stop_requested_at
-        )
-        self._stop_done.set()
+        # Shielded, like _finish_group, which waits for it: a stop, once begun, is finished.
+        try:
+            with trio.CancelScope(shield=True):
+                await procs.stop_group(
+                    pid, plan.sigkill_delay_s, self._signal_sent, self._mark, self.stop_requested_at
+                )
+        finally:
+            self._stop_done.set()
 
 
 def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
