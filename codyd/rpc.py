@@ -179,11 +179,8 @@ class Methods:
         limit = opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 100
         cursor = opt_str(params, "cursor")
         position = _parse_cursor(cursor) if cursor else None
-        records = sorted(self.store.runs.values(), key=_list_key, reverse=True)
         page: list[RunRecord] = []
-        for record in records:
-            if position is not None and _list_key(record) >= position:
-                continue
+        for record in self.store.newest_first(position):
             if states and record.state.value not in states:
                 continue
             if any(record.spec.labels.get(k) != v for k, v in labels.items()):
@@ -372,10 +369,6 @@ def _read_chunk(path: Path, offset: int) -> bytes:
             return handle.read(LOG_CHUNK)
     except FileNotFoundError:
         return b""
-
-
-def _list_key(record: RunRecord) -> tuple[float, str]:
-    return (record.created_at, record.run_id)
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str]:

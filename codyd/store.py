@@ -10,10 +10,11 @@ waits for that, and event followers wake only after a commit.
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +75,7 @@ MIGRATIONS: list[list[str]] = [
 # Above this many queued events, producers wait for a commit (back-pressure).
 PENDING_HIGH_WATER = 20_000
 READ_BATCH = 512
+RETENTION_PASS_S = 2.0
 
 
 class StoreVersionError(Exception):
@@ -138,6 +140,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.runs: dict[str, RunRecord] = {}
+        # The runs not terminal yet: what is driven, queued or paused, however long the history.
+        self.live: dict[str, RunRecord] = {}
+        # (created_at, run_id) of every run, ascending: run.list pages without sorting them all.
+        self._order: list[tuple[float, str]] = []
         self._writer: sqlite3.Connection | None = None
         self._readers: list[sqlite3.Connection] = []
         self._batch = _Batch()
@@ -148,6 +154,9 @@ class Store:
         self._work = trio.Event()
         self._committed = trio.Event()
         self._grown: set[str] = set()
+        # Retention runs when there is something to trim: events appended, a run finished.
+        self._retention_due = trio.Event()
+        self._finished_since_retention = True
         # Each run's last_seq as of the newest commit that held a change of that run.
         self._committed_seqs: dict[str, int] = {}
         self.flush_failures = 0
@@ -168,6 +177,9 @@ class Store:
         for (record_json,) in conn.execute("SELECT record FROM runs"):
             record = RunRecord.from_store(json.loads(record_json))
             self.runs[record.run_id] = record
+            if not record.terminal:
+                self.live[record.run_id] = record
+        self._order = sorted((r.created_at, r.run_id) for r in self.runs.values())
         # The first retention pass looks at every run: limits may have changed since.
         self._grown = set(self.runs)
         (max_gid,) = conn.execute("SELECT MAX(gid) FROM events").fetchone()
@@ -194,6 +206,8 @@ class Store:
         if record.run_id in self.runs:
             raise ValueError(f"run {record.run_id} exists already")
         self.runs[record.run_id] = record
+        self.live[record.run_id] = record
+        bisect.insort(self._order, (record.created_at, record.run_id))
         self.save(record)
 
     def save(self, record: RunRecord) -> None:
@@ -233,6 +247,7 @@ class Store:
             )
         )
         self._grown.add(record.run_id)
+        self._retention_due.set()
         self.save(record)
         return event
 
@@ -270,11 +285,21 @@ class Store:
         if target in TERMINAL:
             record.finished_at = time.time()
             record.pid = None
+            self.live.pop(record.run_id, None)
+            self._finished_since_retention = True
+            self._retention_due.set()
         if event is not None:
             self.append(record, event[0], event[1], turn=record.current_turn or None)
         else:
             self.save(record)
         return True
+
+    def newest_first(self, before: tuple[float, str] | None = None) -> Iterator[RunRecord]:
+        """Runs from the newest created, starting below ``before`` (a (created_at, run_id))."""
+        order = self._order
+        end = len(order) if before is None else bisect.bisect_left(order, before)
+        for index in range(end - 1, -1, -1):
+            yield self.runs[order[index][1]]
 
     def save_turn(self, run_id: str, n: int, **fields: Any) -> None:
         self._batch.turns.append((run_id, (n, fields)))
@@ -475,6 +500,9 @@ class Store:
             oldest_kept = record.last_seq - max_events_per_run + 1
             if oldest_kept > record.oldest_seq:
                 self._trim(record, oldest_kept)
+        if not self._finished_since_retention:
+            return
+        self._finished_since_retention = False
         terminal = sorted(
             (r for r in self.runs.values() if r.state in TERMINAL and r.oldest_seq <= r.last_seq),
             key=lambda r: r.finished_at or r.created_at,
@@ -491,9 +519,14 @@ class Store:
         self.save(record)
 
     async def _retention_loop(self, max_events_per_run: int, max_runs: int) -> None:
+        # A first pass at once (the limits may have changed since the last run); then
+        # woken by work only (an idle daemon sleeps here), at most once per pass period.
+        self._retention_due.set()
         while True:
-            await trio.sleep(2.0)
+            await self._retention_due.wait()
+            self._retention_due = trio.Event()
             self.apply_retention(max_events_per_run, max_runs)
+            await trio.sleep(RETENTION_PASS_S)
 
 
 @asynccontextmanager

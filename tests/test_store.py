@@ -397,6 +397,32 @@ async def test_newer_store_is_refused_untouched(tmp_path: Path, wal: bool) -> No
     assert user_version(path) == SCHEMA_VERSION + 1
 
 
+async def test_live_runs_and_newest_first_pages_survive_a_reopen(tmp_path: Path) -> None:
+    """The index of live runs and the creation order are kept as runs come, end and reload."""
+    path = tmp_path / "store.db"
+    created = [50.0, 10.0, 30.0, 30.0, 20.0]  # added out of order, with a tie
+    records = [make_record(tmp_path) for _ in created]
+    for record, at in zip(records, created, strict=True):
+        record.created_at = at
+    expected = [r.run_id for r in sorted(records, key=lambda r: (r.created_at, r.run_id))][::-1]
+    async with open_store(path) as store:
+        for record in records:
+            store.add_run(record)
+        await run_through(store, records[1], State.RUNNING, State.COMPLETED)
+        await run_through(store, records[2], State.CANCELLED)
+        await store.sync()
+        assert [r.run_id for r in store.newest_first()] == expected
+        below = (records[3].created_at, records[3].run_id)
+        assert [r.run_id for r in store.newest_first(below)] == [
+            run_id for run_id in expected if (store.runs[run_id].created_at, run_id) < below
+        ]
+        assert set(store.live) == {records[0].run_id, records[3].run_id, records[4].run_id}
+    async with open_store(path) as store:
+        assert [r.run_id for r in store.newest_first()] == expected
+        assert set(store.live) == {records[0].run_id, records[3].run_id, records[4].run_id}
+        assert list(store.newest_first((0.0, ""))) == []
+
+
 # -- retention ------------------------------------------------------------------------------------
 
 

@@ -128,7 +128,7 @@ class ControlReader:
 
     async def poll(self) -> int:
         """One read of every live run's ctl stream; returns how many entries were handled."""
-        runs = [r.run_id for r in self._store.runs.values() if not r.terminal]
+        runs = list(self._store.live)
         for run_id in runs:
             if run_id not in self._cursors:
                 saved = await self._store.kv_get(cursor_key(run_id))

@@ -108,8 +108,8 @@ class Supervisor:
                 )
             await self.store.sync()
             return existing.snapshot()
-        for other in self.store.runs.values():
-            if other.spec.workspace == spec.workspace and not other.terminal:
+        for other in self.store.live.values():
+            if other.spec.workspace == spec.workspace:
                 raise Conflict(
                     f"workspace {spec.workspace} is busy with run {other.run_id!r} "
                     f"({other.state.value})",
@@ -379,7 +379,7 @@ class Supervisor:
         return counts
 
     def active_runs(self) -> int:
-        return sum(1 for r in self.store.runs.values() if r.state in ACTIVE)
+        return sum(1 for r in self.store.live.values() if r.state in ACTIVE)
 
     def is_terminal(self, record: RunRecord) -> bool:
         return record.state in TERMINAL
