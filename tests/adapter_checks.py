@@ -1,8 +1,12 @@
-"""What every agent adapter must hold to for any input, shared by the adapter tests."""
+"""What every agent adapter must hold to for any input, and the helpers the adapter tests share."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -10,6 +14,47 @@ from codyd.agents.base import Adapter, Parsed
 from codyd.protocol import pack, unpack_body
 
 Shapes = dict[str, dict[str, tuple[type, ...]]]
+Event = tuple[str, dict[str, Any]]
+
+DATA = Path(__file__).parent / "data"
+
+
+def replay(adapter: Adapter, lines: list[str]) -> list[Event]:
+    """Every event of the lines, with each new session id as `session_started`, like the run driver."""
+    events: list[Event] = []
+    session: str | None = None
+    for text in lines:
+        parsed = adapter.parse_stdout(text)
+        assert parsed.consumed, text
+        if parsed.session_id is not None and parsed.session_id != session:
+            session = parsed.session_id
+            events.append(("session_started", {"session_id": session}))
+        events += parsed.events
+    return events
+
+
+def transcript(name: str) -> list[str]:
+    return (DATA / name).read_text(encoding="utf-8").splitlines()
+
+
+def line(value: dict[str, Any]) -> str:
+    return json.dumps(value)
+
+
+def run_fake(fake: Path, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a fake agent CLI with the prompt on stdin, in an environment free of earlier settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_AGENT_", "CODYD_"))}
+    environ.update(env)
+    return subprocess.run(
+        [str(fake), *argv],
+        input="the prompt",
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=30,
+        check=False,
+    )
+
 
 json_values = st.recursive(
     st.none()

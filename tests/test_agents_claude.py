@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,12 @@ from codyd.agents.claude import NO_RESULT
 from codyd.config import AgentConfig
 from codyd.spec import RunSpec, parse_run_spec
 
-from adapter_checks import check_any_lines, json_values
+from adapter_checks import DATA, check_any_lines, json_values, line, replay, run_fake, transcript
 
-DATA = Path(__file__).parent / "data"
 FAKE_CLAUDE = Path(__file__).parent / "agents" / "fake_claude.py"
 WS = "/srv/work/calc"
 SESSION = "5e0c9a3b-7d21-4f68-b1e4-8a2f6c0d3e97"
 ERROR_SESSION = "b7d2f4a6-1c3e-4b58-9a0d-6e8f2c4a7b13"
-
-Event = tuple[str, dict[str, Any]]
-
-
-def replay(adapter: ClaudeAdapter, lines: list[str]) -> list[Event]:
-    """Every event of the lines, with each new session id as `session_started`, like the run driver."""
-    events: list[Event] = []
-    session: str | None = None
-    for line in lines:
-        parsed = adapter.parse_stdout(line)
-        assert parsed.consumed, line
-        if parsed.session_id is not None and parsed.session_id != session:
-            session = parsed.session_id
-            events.append(("session_started", {"session_id": session}))
-        events += parsed.events
-    return events
-
-
-def transcript(name: str) -> list[str]:
-    return (DATA / name).read_text(encoding="utf-8").splitlines()
-
-
-def line(value: dict[str, Any]) -> str:
-    return json.dumps(value)
 
 
 def assistant(*blocks: dict[str, Any], msg_id: str = "msg_1", parent: str | None = None) -> str:
@@ -539,20 +513,6 @@ def test_random_lines_never_crash(texts: list[str], exit_code: int | None) -> No
 # -- the fake claude CLI ----------------------------------------------------------------------
 
 
-def run_fake(argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_AGENT_", "CODYD_"))}
-    environ.update(env)
-    return subprocess.run(
-        [str(FAKE_CLAUDE), *argv],
-        input="the prompt",
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_fake_claude_replays_by_turn_and_logs_argv(tmp_path: Path) -> None:
     """The fake picks the transcript of CODYD_TURN (the last one repeating) and logs its argv."""
     log = tmp_path / "argv.jsonl"
@@ -560,7 +520,11 @@ def test_fake_claude_replays_by_turn_and_logs_argv(tmp_path: Path) -> None:
     argv = ["-p", "--output-format", "stream-json", "--verbose"]
     outputs = [
         run_fake(
-            argv, FAKE_AGENT_SCRIPT=scripts, FAKE_AGENT_ARGV_LOG=str(log), CODYD_TURN=str(turn)
+            FAKE_CLAUDE,
+            argv,
+            FAKE_AGENT_SCRIPT=scripts,
+            FAKE_AGENT_ARGV_LOG=str(log),
+            CODYD_TURN=str(turn),
         )
         for turn in (1, 2, 5)
     ]
@@ -576,7 +540,10 @@ def test_fake_claude_unknown_session_and_exit_status(tmp_path: Path) -> None:
     """Resuming an id outside FAKE_AGENT_KNOWN_SESSIONS fails like claude; FAKE_AGENT_EXIT sets the status."""
     script = str(DATA / "claude-resume-mismatch.jsonl")
     unknown = run_fake(
-        ["-p", "--resume=gone"], FAKE_AGENT_SCRIPT=script, FAKE_AGENT_KNOWN_SESSIONS=f"{SESSION},x"
+        FAKE_CLAUDE,
+        ["-p", "--resume=gone"],
+        FAKE_AGENT_SCRIPT=script,
+        FAKE_AGENT_KNOWN_SESSIONS=f"{SESSION},x",
     )
     assert unknown.returncode == 1
     adapter = ClaudeAdapter()
@@ -586,6 +553,7 @@ def test_fake_claude_unknown_session_and_exit_status(tmp_path: Path) -> None:
         adapter.finish(1) == "error_during_execution: No conversation found with session ID: gone"
     )
     known = run_fake(
+        FAKE_CLAUDE,
         ["-p", f"--resume={SESSION}"],
         FAKE_AGENT_SCRIPT=script,
         FAKE_AGENT_KNOWN_SESSIONS=SESSION,

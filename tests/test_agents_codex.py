@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +17,12 @@ from codyd.agents.codex import NO_TURN_COMPLETED
 from codyd.config import AgentConfig
 from codyd.spec import RunSpec, parse_run_spec
 
-from adapter_checks import check_any_lines, json_values
+from adapter_checks import DATA, check_any_lines, json_values, line, replay, run_fake, transcript
 
-DATA = Path(__file__).parent / "data"
 FAKE_CODEX = Path(__file__).parent / "agents" / "fake_codex.py"
 WS = "/srv/work/calc"
 THREAD = "0199e2b7-4c1a-7f30-8d52-9b6a3e0c1f47"
 LIMIT = "You've hit your usage limit. Try again at 4:12 PM or purchase more credits."
-
-Event = tuple[str, dict[str, Any]]
-
-
-def replay(adapter: CodexAdapter, lines: list[str]) -> list[Event]:
-    """Every event of the lines, with each new session id as `session_started`, like the run driver."""
-    events: list[Event] = []
-    session: str | None = None
-    for line in lines:
-        parsed = adapter.parse_stdout(line)
-        assert parsed.consumed, line
-        if parsed.session_id is not None and parsed.session_id != session:
-            session = parsed.session_id
-            events.append(("session_started", {"session_id": session}))
-        events += parsed.events
-    return events
-
-
-def transcript(name: str) -> list[str]:
-    return (DATA / name).read_text(encoding="utf-8").splitlines()
-
-
-def line(value: dict[str, Any]) -> str:
-    return json.dumps(value)
 
 
 def spec(tmp_path: Path, **params: Any) -> RunSpec:
@@ -592,27 +566,13 @@ def test_random_lines_never_crash(texts: list[str], exit_code: int | None) -> No
 # -- the fake codex CLI -----------------------------------------------------------------------
 
 
-def run_fake(tmp_path: Path, argv: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("FAKE_AGENT_", "CODYD_"))}
-    environ.update(env)
-    return subprocess.run(
-        [str(FAKE_CODEX), *argv],
-        input="the prompt",
-        capture_output=True,
-        text=True,
-        env=environ,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_fake_codex_replays_by_turn_and_logs_argv(tmp_path: Path) -> None:
     """The fake picks the transcript of CODYD_TURN (the last one repeating) and logs its argv."""
     log = tmp_path / "argv.jsonl"
     scripts = f"{DATA / 'codex-exec.jsonl'},{DATA / 'codex-resume.jsonl'}"
     outputs = [
         run_fake(
-            tmp_path,
+            FAKE_CODEX,
             ["exec", "--json", "-"],
             FAKE_AGENT_SCRIPT=scripts,
             FAKE_AGENT_ARGV_LOG=str(log),
@@ -635,7 +595,7 @@ def test_fake_codex_unknown_session_and_exit_status(tmp_path: Path) -> None:
     """Resuming an id outside FAKE_AGENT_KNOWN_SESSIONS fails like codex; FAKE_AGENT_EXIT sets the status."""
     script = str(DATA / "codex-resume.jsonl")
     unknown = run_fake(
-        tmp_path,
+        FAKE_CODEX,
         ["exec", "--json", "resume", "nope", "-"],
         FAKE_AGENT_SCRIPT=script,
         FAKE_AGENT_KNOWN_SESSIONS=THREAD,
@@ -646,7 +606,7 @@ def test_fake_codex_unknown_session_and_exit_status(tmp_path: Path) -> None:
         True
     ]
     known = run_fake(
-        tmp_path,
+        FAKE_CODEX,
         ["exec", "--json", "resume", THREAD, "-"],
         FAKE_AGENT_SCRIPT=script,
         FAKE_AGENT_KNOWN_SESSIONS=THREAD,
