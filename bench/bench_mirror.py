@@ -16,9 +16,7 @@ same redis-server, measured in the same run. Rows:
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -32,7 +30,17 @@ from typing import Any
 
 import redis
 
-from bench.common import PY, BenchResult, Daemon, Row, report, short_tempdir
+from bench.common import (
+    PY,
+    BenchResult,
+    Daemon,
+    Row,
+    open_daemon,
+    report,
+    running,
+    short_tempdir,
+    terminate,
+)
 
 PREFIX = "codi:api:"
 EVENTS = 50_000
@@ -104,9 +112,8 @@ class RedisProcess:
                 time.sleep(0.01)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(10)
+        if self.proc is not None:
+            terminate(self.proc, timeout=10)
 
 
 def free_port() -> int:
@@ -120,33 +127,8 @@ def open_redis() -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
         raise RuntimeError("redis-server is not installed (scripts/test installs it)")
     root = short_tempdir()
-    server = RedisProcess(root, free_port())
-    try:
-        server.start()
+    with running(RedisProcess(root, free_port()), root) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@contextmanager
-def open_mirrored_daemon(redis_url: str) -> Iterator[Daemon]:
-    """codyd with the mirror on (info-level logs), in a fresh temp dir."""
-    root = short_tempdir()
-    socket_path, state_dir = root / "codyd.sock", root / "state"
-    argv = [
-        *(PY, "-m", "codyd", "serve", "--socket", str(socket_path)),
-        *("--state-dir", str(state_dir), "--redis-url", redis_url),
-        *("--log-format", "json", "--log-level", "info"),
-    ]
-    env = {key: value for key, value in os.environ.items() if not key.startswith("CODYD_")}
-    daemon = Daemon(argv, socket_path, root / "codyd.log", env, state_dir=state_dir)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- measurements --------------------------------------------------------------------------------
@@ -308,7 +290,7 @@ def rows_for(m: Measures) -> list[Row]:
 
 def run() -> BenchResult:
     measures = Measures()
-    with open_redis() as server, open_mirrored_daemon(server.url) as daemon:
+    with open_redis() as server, open_daemon("--redis-url", server.url) as daemon:
         workspace = daemon.workspace("ws-mirror")
         measures.drain, measures.backlog = measure_drain(daemon, server, workspace)
         client = server.client()

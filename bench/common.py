@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import msgpack
 
@@ -249,14 +249,8 @@ class ServerProcess:
         return True
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -301,13 +295,48 @@ class Daemon(ServerProcess):
             return list(client.stream("run.events", {"run_id": run_id, "after": 0}))
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> bool:
+    """SIGTERM ``proc`` and wait for it, SIGKILL if it outlives ``timeout``; True if it obeyed."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False
+    return True
+
+
+class Startable(Protocol):
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
 @contextmanager
-def open_daemon() -> Iterator[Daemon]:
-    """Start codyd in a fresh temp dir (info-level JSON logs to a file); stop it and clean up."""
+def running(server: S, root: Path) -> Iterator[S]:
+    """Start ``server``; stop it afterwards and remove its directory ``root``."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def open_daemon(*options: str) -> Iterator[Daemon]:
+    """Start codyd in a fresh temp dir (info-level JSON logs to a file); stop it and clean up.
+
+    ``options`` are further ``codyd serve`` flags. No ``CODYD_*`` variable of the
+    caller's environment reaches it: the benchmarks measure the defaults.
+    """
     root = short_tempdir()
-    env = {**os.environ}
-    env.pop("CODYD_CONFIG", None)
-    env.pop("CODYD_LOG_LEVEL", None)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CODYD_")}
     socket_path = root / "codyd.sock"
     state_dir = root / "state"
     argv = [
@@ -315,14 +344,12 @@ def open_daemon() -> Iterator[Daemon]:
         *("--socket", str(socket_path)),
         *("--state-dir", str(state_dir)),
         *("--log-format", "json", "--log-level", "info"),
+        *options,
     ]
-    daemon = Daemon(argv, socket_path, root / "codyd.log", env, state_dir=state_dir)
-    try:
-        daemon.start()
-        yield daemon
-    finally:
-        daemon.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with running(
+        Daemon(argv, socket_path, root / "codyd.log", env, state_dir=state_dir), root
+    ) as d:
+        yield d
 
 
 @contextmanager
@@ -331,13 +358,8 @@ def open_echo_server() -> Iterator[ServerProcess]:
     root = short_tempdir()
     socket_path = root / "echo.sock"
     argv = [PY, "-m", "bench.echo_server", "--socket", str(socket_path)]
-    server = ServerProcess(argv, socket_path, root / "echo.log")
-    try:
-        server.start()
+    with running(ServerProcess(argv, socket_path, root / "echo.log"), root) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- the raw client ------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bench.common import short_tempdir
+from bench.common import short_tempdir, terminate
 from bench.scale import procfs
 
 START_TIMEOUT_S = 60.0
@@ -143,12 +142,7 @@ class Fleet(ABC):
         if proc is None or proc.poll() is not None:
             return 0.0
         began = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if not terminate(proc, STOP_TIMEOUT_S):
             return float("inf")
         return time.monotonic() - began
 
