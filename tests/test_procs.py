@@ -21,7 +21,6 @@ from codyd.runs.procs import (
     signal_group,
     start_ticks,
     stop_group,
-    zombie_children,
 )
 
 from conftest import wait_until
@@ -213,11 +212,11 @@ def test_reap_orphans_spares_own_children() -> None:
     """Exited children codyd started are left for their owner; others are reaped."""
     proc = subprocess.Popen(["true"])
     try:
-        wait_until(lambda: proc.pid in zombie_children(os.getpid()), 10, "a zombie child")
+        wait_until(lambda: proc_state(proc.pid) == "Z", 10, "a zombie child")
         assert reap_orphans(lambda pid: pid == proc.pid) == (0, True)
-        assert proc.pid in zombie_children(os.getpid())
+        assert proc_state(proc.pid) == "Z"
         assert reap_orphans(lambda pid: False) == (1, False)
-        assert proc.pid not in zombie_children(os.getpid())
+        assert proc_state(proc.pid) != "Z"
         assert proc_state(proc.pid) is None
         assert reap_orphans(lambda pid: False) == (0, False)
     finally:
@@ -228,7 +227,14 @@ def test_reap_orphans_spares_own_children() -> None:
 SUBREAPER = textwrap.dedent(
     f"""
     import os, subprocess, time
-    from codyd.runs.procs import become_subreaper, reap_orphans, zombie_children
+    from codyd.runs.procs import become_subreaper, reap_orphans
+    def zombie(pid):
+        try:
+            stat = open(f"/proc/{{pid}}/stat").read()
+        except OSError:
+            return False
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        return state == "Z" and int(parent) == os.getpid()
     assert become_subreaper()
     out = subprocess.run(
         ["sh", "-c", "{SLEEP} 30 >/dev/null 2>&1 & echo $!"], capture_output=True, check=True
@@ -239,11 +245,11 @@ SUBREAPER = textwrap.dedent(
         assert int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid(), stat
         os.kill(orphan, 9)
         deadline = time.monotonic() + 10
-        while orphan not in zombie_children(os.getpid()):
+        while not zombie(orphan):
             assert time.monotonic() < deadline, "the orphan never became our zombie"
             time.sleep(0.01)
         assert reap_orphans(lambda pid: False).reaped == 1
-        assert orphan not in zombie_children(os.getpid())
+        assert not zombie(orphan)
     finally:
         try:
             os.kill(orphan, 9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -319,12 +320,12 @@ async def test_reopen_keeps_runs_events_and_gid(tmp_path: Path) -> None:
             store.append(record, "message", {"n": n}, turn=1)
         await store.sync()
         next_gid = store.next_gid
-        saved = record.to_store()
+        saved = json.loads(record.to_store_json())
         events = await store.read_events(record.run_id, 0)
     async with open_store(path) as store:
         assert set(store.runs) == {record.run_id}
         again = store.runs[record.run_id]
-        assert again.to_store() == saved
+        assert json.loads(again.to_store_json()) == saved
         assert again.snapshot() == record.snapshot()
         assert await store.read_events(record.run_id, 0) == events
         assert store.next_gid == next_gid

@@ -12,7 +12,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -146,11 +146,6 @@ def _marks_in(environ: bytes) -> frozenset[MarkKey]:
 _TABLE = _ProcessTable()
 
 
-def _processes(shared: bool = False) -> Iterator[tuple[int, list[str]]]:
-    """Every process with its stat fields after the command name (state, ppid, pgrp, ...)."""
-    return iter(_TABLE.processes(shared))
-
-
 def group_members(pgid: int, shared: bool = False, since: float | None = None) -> list[int]:
     """Pids of live (non-zombie) processes whose process group is ``pgid``."""
     _TABLE.processes(shared, since)
@@ -256,11 +251,6 @@ def become_subreaper() -> bool:
         return int(libc.prctl(36, 1, 0, 0, 0)) == 0  # PR_SET_CHILD_SUBREAPER
     except (OSError, AttributeError):
         return False
-
-
-def zombie_children(parent: int) -> list[int]:
-    """Pids of exited, unreaped children of ``parent``."""
-    return [pid for pid, f in _processes() if f[0] == "Z" and int(f[1]) == parent]
 
 
 class Reaped(NamedTuple):

@@ -202,10 +202,6 @@ class RunRecord:
             self._packed_summary = packed
         return packed
 
-    def to_store(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.to_store_json())
-        return data
-
     def to_store_json(self) -> str:
         """The record as the store keeps it: JSON, with the spec's env unredacted.
 

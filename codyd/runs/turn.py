@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 import trio
@@ -24,7 +24,6 @@ from codyd.runs.output import CappedLog, LineSplitter
 from codyd.runs.spawn import AgentProcess, Started, spawn
 
 log = structlog.get_logger("codyd.turn")
-T = TypeVar("T")
 
 STDERR_TAIL_BYTES = 8192
 READ_CHUNK = 65536
@@ -157,7 +156,10 @@ class Turn:
         if self.stop_outcome is not None:
             return TurnResult(self.stop_outcome, None, 0)
         started = time.monotonic()
-        files, spawned = await _off_loop(_start, plan)
+        # In a worker thread: creating the turn's files blocks for milliseconds on a busy
+        # disk. Shielded: a cancellation landing here would abandon a started agent.
+        with trio.CancelScope(shield=True):
+            files, spawned = await trio.to_thread.run_sync(_start, plan)
         try:
             if isinstance(spawned, OSError):
                 message = f"cannot start {plan.argv[0]!r}: {spawned.strerror or spawned}"
@@ -171,7 +173,7 @@ class Turn:
             try:
                 return await self._run(proc, files, started)
             finally:
-                if proc.returncode is None:
+                if proc.returncode is None and not self._stop_done.is_set():
                     # Left early (a cancellation, an error): no agent outlives its turn.
                     with trio.CancelScope(shield=True):
                         await procs.stop_group(
@@ -311,18 +313,6 @@ def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
     except BaseException:
         files.close()
         raise
-
-
-async def _off_loop(work: Callable[..., T], *args: Any) -> T:
-    """Run blocking work in a thread, where it cannot stall the event loop.
-
-    Creating a turn's directory and files blocks for milliseconds on a busy disk,
-    and hundreds of turns may start at once. Shielded: a cancellation landing
-    here would abandon a process that has just been started.
-    """
-    with trio.CancelScope(shield=True):
-        result = await trio.to_thread.run_sync(work, *args)
-    return result
 
 
 def read_pid_file(path: Path) -> tuple[int, int | None] | None:
