@@ -25,7 +25,7 @@ import structlog
 import trio
 
 from codyd.errors import InvalidState
-from codyd.events import Event
+from codyd.events import EVENT_TYPES, Event
 from codyd.runs.record import RunRecord
 from codyd.runs.state import TERMINAL, State, can_transition
 
@@ -223,7 +223,12 @@ class Store:
         data: dict[str, Any] | None = None,
         turn: int | None = None,
     ) -> Event:
-        """Give the event its seq and gid now; it is committed with the next batch."""
+        """Give the event its seq and gid now; it is committed with the next batch.
+
+        Only the documented types (``events.EVENT_TYPES``) are ever stored.
+        """
+        if type_ not in EVENT_TYPES:
+            raise ValueError(f"event type {type_!r} is not one of codyd's events")
         record.last_seq += 1
         event = Event(
             gid=self._next_gid,
@@ -318,7 +323,7 @@ class Store:
 
     async def backpressure(self) -> None:
         """Producers of many events call this: it waits while the queue is long."""
-        if len(self._batch.events) > PENDING_HIGH_WATER:
+        if self.pending_events() > PENDING_HIGH_WATER:
             await self.sync()
 
     async def sync(self) -> None:

@@ -424,6 +424,16 @@ async def test_live_runs_and_newest_first_pages_survive_a_reopen(tmp_path: Path)
         assert list(store.newest_first((0.0, ""))) == []
 
 
+async def test_only_documented_event_types_are_stored(tmp_path: Path) -> None:
+    """A misspelt event type is a bug in codyd: refused before it takes a seq."""
+    async with open_store(tmp_path / "store.db") as store:
+        record = make_record(tmp_path)
+        store.add_run(record)
+        with pytest.raises(ValueError, match="turn_startd"):
+            store.append(record, "turn_startd", {})
+        assert record.last_seq == 0
+
+
 # -- retention ------------------------------------------------------------------------------------
 
 
