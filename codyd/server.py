@@ -23,7 +23,14 @@ import trio
 
 from codyd.config import Config
 from codyd.errors import CodydError, FrameTooLarge, Internal, Overloaded, Unauthorized
-from codyd.protocol import FrameDecoder, Request, error_response, pack, parse_request
+from codyd.protocol import (
+    FrameDecoder,
+    Request,
+    error_response,
+    pack,
+    parse_request,
+    result_response,
+)
 
 log = structlog.get_logger("codyd.server")
 
@@ -228,7 +235,7 @@ class Connection:
         if self.server.debug:
             log.debug("request", method=request.method, id=request.id, peer_pid=self.peer.pid)
         try:
-            return {"id": request.id, "result": await self.server.dispatch(call)}
+            return result_response(request.id, await self.server.dispatch(call))
         except CodydError as exc:
             if exc.code != "trimmed":
                 log.warning(

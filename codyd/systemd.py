@@ -21,10 +21,6 @@ class Notifier:
         self.watchdog_s = int(usec) / 1e6 if usec.isdigit() and watchdog_for_us else None
         self._sock: socket.socket | None = None
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def notify(self, *lines: str) -> bool:
         if self.address is None:
             return False

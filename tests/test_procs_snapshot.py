@@ -13,7 +13,7 @@ from functools import partial
 
 import trio
 
-from codyd.runs.procs import TurnMark, group_members, stop_group, turn_processes
+from codyd.runs.procs import TurnMark, _marks_in, group_members, stop_group, turn_processes
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
@@ -39,11 +39,11 @@ def sessions(
 def test_mark_matches_any_of_repeated_variables() -> None:
     """An environment naming a run or turn twice matches a mark made of any of its pairs."""
     environ = b"A=1\0CODYD_RUN_ID=r0\0CODYD_TURN=2\0CODYD_RUN_ID=r1\0CODYD_TURN=3\0"
-    assert TurnMark("r1", 2).matches(environ)
-    assert TurnMark("r0", 3).matches(environ)
-    assert not TurnMark("r2", 2).matches(environ)
-    assert not TurnMark("r1", 4).matches(environ)
-    assert not TurnMark("r1", 2).matches(b"CODYD_RUN_ID=r1\0CODYD_TURN=22\0")
+    assert TurnMark("r1", 2).key in _marks_in(environ)
+    assert TurnMark("r0", 3).key in _marks_in(environ)
+    assert TurnMark("r2", 2).key not in _marks_in(environ)
+    assert TurnMark("r1", 4).key not in _marks_in(environ)
+    assert TurnMark("r1", 2).key not in _marks_in(b"CODYD_RUN_ID=r1\0CODYD_TURN=22\0")
 
 
 def test_marked_process_outside_the_group_is_found() -> None:

@@ -167,18 +167,9 @@ class TurnMark:
     run_id: str
     turn: int
 
-    def matches(self, environ: bytes) -> bool:
-        return self.key in _marks_in(environ)
-
     @property
     def key(self) -> MarkKey:
         return (self.run_id.encode(), str(self.turn).encode())
-
-
-def find_marked(mark: TurnMark, shared: bool = False, since: float | None = None) -> list[int]:
-    """Live processes whose environment carries the turn's mark (escapees included)."""
-    _TABLE.processes(shared, since)
-    return list(_TABLE.marked(mark.key))
 
 
 def turn_processes(

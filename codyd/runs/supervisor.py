@@ -21,7 +21,7 @@ from codyd.leases import Leases, LocalLeases, RedisLeases
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
 from codyd.runs.record import RunRecord
-from codyd.runs.state import TERMINAL, Phase, State
+from codyd.runs.state import Phase, State
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
 from codyd.store import Store
@@ -380,6 +380,3 @@ class Supervisor:
 
     def active_runs(self) -> int:
         return sum(1 for r in self.store.live.values() if r.state in ACTIVE)
-
-    def is_terminal(self, record: RunRecord) -> bool:
-        return record.state in TERMINAL
