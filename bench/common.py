@@ -233,20 +233,12 @@ class ServerProcess:
                 self.argv, stdout=log, stderr=log, env=self.env, cwd=REPO_DIR
             )
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self._answers_ping():
+        while not answers_ping(self.socket_path):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.argv[:3]} exited {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.argv[:3]} did not answer a ping on {self.socket_path}")
             time.sleep(0.02)
-
-    def _answers_ping(self) -> bool:
-        try:
-            with RawPinger(self.socket_path, timeout=5) as pinger:
-                pinger.ping()
-        except OSError:
-            return False
-        return True
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -293,6 +285,16 @@ class Daemon(ServerProcess):
         """Every stored event of a run."""
         with Client(self.socket_path) as client:
             return list(client.stream("run.events", {"run_id": run_id, "after": 0}))
+
+
+def answers_ping(socket_path: Path) -> bool:
+    """True if a codyd (or the echo floor) answers a ping on ``socket_path`` now."""
+    try:
+        with RawPinger(socket_path, timeout=5) as pinger:
+            pinger.ping()
+    except OSError:
+        return False
+    return True
 
 
 def terminate(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT_S) -> bool:

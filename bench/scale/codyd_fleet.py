@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import PY, RawPinger
+from bench.common import PY, answers_ping
 from bench.scale.fleet import Fleet, Program, Starting
 from codyctl.client import Client
 
@@ -40,18 +40,10 @@ class CodydFleet(Fleet):
             ],
             env,
         )
-        self.wait_until(self._answers, "codyd to answer a ping")
+        self.wait_until(lambda: answers_ping(self.socket), "codyd to answer a ping")
         initial = [p for p in self.programs if p.autostart]
         if initial:
             self.start_programs(initial).sent_at()
-
-    def _answers(self) -> bool:
-        try:
-            with RawPinger(self.socket, timeout=5) as pinger:
-                pinger.ping()
-        except OSError:
-            return False
-        return True
 
     def client(self, timeout: float = 60.0) -> Client:
         return Client(self.socket, timeout=timeout)
