@@ -173,12 +173,9 @@ class Turn:
             try:
                 return await self._run(proc, files, started)
             finally:
-                if proc.returncode is None and not self._stop_done.is_set():
+                if proc.returncode is None:
                     # Left early (a cancellation, an error): no agent outlives its turn.
-                    with trio.CancelScope(shield=True):
-                        await procs.stop_group(
-                            proc.pid, plan.sigkill_delay_s, self._signal_sent, self._mark
-                        )
+                    await self._stop_group_once(proc.pid)
                 proc.close()
         finally:
             files.close()
@@ -213,20 +210,29 @@ class Turn:
                 try:
                     await proc.wait()
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await self._finish_group(proc.pid)
+                    await self._stop_group_once(proc.pid)
                 # Everyone that held the pipes is gone; what is left to read is buffered.
                 readers.cancel_scope.deadline = trio.current_time() + PIPE_DRAIN_S
             nursery.cancel_scope.cancel()
         return proc.returncode
 
-    async def _finish_group(self, pgid: int) -> None:
-        if self._stopping:
-            await self._stop_done.wait()
-        else:
+    async def _stop_group_once(self, pgid: int, requested_at: float | None = None) -> None:
+        """Stop the turn's processes; whoever comes later waits for the first stop to end.
+
+        Shielded: a stop, once begun, is finished whatever is cancelled meanwhile.
+        Turns stopped together (a shutdown) share one walk of /proc to find theirs.
+        """
+        with trio.CancelScope(shield=True):
+            if self._stopping:
+                await self._stop_done.wait()
+                return
             self._stopping = True
-            await procs.stop_group(pgid, self.plan.sigkill_delay_s, self._signal_sent, self._mark)
-            self._stop_done.set()
+            try:
+                await procs.stop_group(
+                    pgid, self.plan.sigkill_delay_s, self._signal_sent, self._mark, requested_at
+                )
+            finally:
+                self._stop_done.set()
 
     def _signal_sent(self, name: str) -> None:
         log.info(
@@ -285,19 +291,10 @@ class Turn:
                 break
         if self._stopping:
             return
-        self._stopping = True
         log.info(
             "stopping turn", run_id=plan.run_id, turn=plan.n, pid=pid, outcome=self.stop_outcome
         )
-        # Turns stopped together (a shutdown) share one walk of /proc to find their processes.
-        # Shielded, like _finish_group, which waits for it: a stop, once begun, is finished.
-        try:
-            with trio.CancelScope(shield=True):
-                await procs.stop_group(
-                    pid, plan.sigkill_delay_s, self._signal_sent, self._mark, self.stop_requested_at
-                )
-        finally:
-            self._stop_done.set()
+        await self._stop_group_once(pid, self.stop_requested_at)
 
 
 def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
