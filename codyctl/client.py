@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
+from codyd import paths
 from codyd.errors import ERROR_CLASSES, CodydError, InvalidParams
 from codyd.protocol import FrameDecoder, pack
 
@@ -49,15 +50,8 @@ class DeadlineExceeded(Exception):
 
 
 def default_socket_path() -> str:
-    """The daemon's default socket path: systemd runtime dir, XDG runtime dir, else /tmp."""
-    runtime_directory = os.environ.get("RUNTIME_DIRECTORY")
-    if runtime_directory:
-        # systemd joins several RuntimeDirectory= entries with colons; codyd's is the first.
-        return os.path.join(runtime_directory.split(":")[0], "codyd.sock")
-    xdg_runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg_runtime_dir:
-        return os.path.join(xdg_runtime_dir, "codyd", "codyd.sock")
-    return f"/tmp/codyd-{os.getuid()}/codyd.sock"
+    """The daemon's default socket path: the very rule codyd follows (codyd.paths)."""
+    return paths.default_socket_path(os.environ)
 
 
 def resolve_socket_path(socket_path: str | os.PathLike[str] | None = None) -> str:

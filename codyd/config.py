@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
+from codyd import paths
+
 ENV_PREFIX = "CODYD_"
 CONFIG_ENV_VAR = "CODYD_CONFIG"
 # Set by codyd in every agent's environment; a daemon started from inside an agent sees them.
@@ -139,31 +141,16 @@ def redact_url(url: str) -> str:
     return re.sub(r"(?i)([?&]password=)[^&#]*", r"\g<1>***", url)
 
 
-def _first_path(value: str | None) -> str | None:
-    """The first of systemd's colon-separated directories, or None when unset or empty."""
-    first = (value or "").split(":", 1)[0]
-    return first or None
-
-
-def _xdg_dir(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "")
-    return value if os.path.isabs(value) else None  # the XDG spec says to ignore relative ones
-
-
 def default_socket_path(env: Mapping[str, str]) -> Path:
     """The socket path of SPEC 6.1 for this environment."""
-    if runtime := _first_path(env.get("RUNTIME_DIRECTORY")):
-        return Path(runtime) / "codyd.sock"
-    if xdg := _xdg_dir(env, "XDG_RUNTIME_DIR"):
-        return Path(xdg) / "codyd" / "codyd.sock"
-    return Path(f"/tmp/codyd-{os.getuid()}") / "codyd.sock"
+    return Path(paths.default_socket_path(env))
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
     """The state directory of SPEC 6.1 for this environment."""
-    if state := _first_path(env.get("STATE_DIRECTORY")):
+    if state := paths.first_path(env.get("STATE_DIRECTORY")):
         return Path(state)
-    if xdg := _xdg_dir(env, "XDG_STATE_HOME"):
+    if xdg := paths.xdg_dir(env, "XDG_STATE_HOME"):
         return Path(xdg) / "codyd"
     home = env.get("HOME") or str(Path.home())
     return Path(home) / ".local" / "state" / "codyd"

@@ -774,3 +774,27 @@ def test_ping_prints_the_round_trip(serve: Callable[[Session], FakeDaemon]) -> N
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("pong in ")
     assert result.stdout.endswith(" ms\n")
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"XDG_RUNTIME_DIR": "run/relative"},
+        {"RUNTIME_DIRECTORY": ":/run/second"},
+        {"RUNTIME_DIRECTORY": "", "XDG_RUNTIME_DIR": "/run/user/9"},
+        {"RUNTIME_DIRECTORY": "/run/codyd", "XDG_RUNTIME_DIR": "/run/user/9"},
+        {},
+    ],
+)
+def test_codyctl_looks_where_codyd_listens(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    """Whatever the environment, codyctl's default socket is the daemon's default socket."""
+    from codyd.config import default_socket_path as daemon_default
+
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert default_socket_path() == str(daemon_default(env))
+    assert default_socket_path().startswith("/")
