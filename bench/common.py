@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 import msgpack
 
 from codyctl.client import Client
+from codyd.runs.state import TERMINAL_EVENTS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -36,7 +37,6 @@ PY = sys.executable
 HEADER = struct.Struct(">I")
 START_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 30.0
-TERMINAL_EVENTS = ("run_completed", "run_failed", "run_cancelled")
 
 
 # -- statistics ----------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from codyctl.follow import (
     run_stream,
 )
 from codyd.errors import CodydError
+from codyd.protocol import AGENTS, MAX_LIST_LIMIT
+from codyd.runs.state import TERMINAL, TERMINAL_EVENTS, State
 
 EXIT_DAEMON_ERROR = 1
 EXIT_UNREACHABLE = 3
@@ -34,21 +36,8 @@ EXIT_RUN_UNSUCCESSFUL = 4
 EXIT_WAIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
 
-AGENTS = ("codex", "claude", "command")
-STATES = (
-    "queued",
-    "running",
-    "pausing",
-    "paused",
-    "cancelling",
-    "cancelled",
-    "completed",
-    "failed",
-)
-TERMINAL_STATES = frozenset({"completed", "failed", "cancelled"})
-TERMINAL_EVENTS = ("run_completed", "run_failed", "run_cancelled")
+STATES = tuple(state.value for state in State)
 RECENT_EVENTS = 20
-MAX_LIST_PAGE = 1000
 
 
 class CodyctlGroup(click.Group):
@@ -136,7 +125,7 @@ def wait_for_end(settings: Settings, run_id: str, deadline: float | None) -> dic
     """Block until the run is terminal; returns its final snapshot."""
     with settings.open(deadline=deadline) as client:
         snapshot: dict[str, Any] = client.call("run.status", {"run_id": run_id})
-    if snapshot.get("state") in TERMINAL_STATES:
+    if snapshot.get("state") in TERMINAL:
         return snapshot
     cursor = EventCursor(run_id, list(TERMINAL_EVENTS), snapshot.get("last_seq", 0))
     run_stream(settings, cursor, lambda _event: None, follow=True, deadline=deadline)
@@ -294,7 +283,7 @@ def list_runs(
     cursor = None
     with settings.open() as client:
         while len(runs) < limit:
-            page_size = min(limit - len(runs), MAX_LIST_PAGE)
+            page_size = min(limit - len(runs), MAX_LIST_LIMIT)
             page = client.call(
                 "run.list", {**filters, **present({"cursor": cursor}), "limit": page_size}
             )

@@ -19,6 +19,9 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 HEADER = struct.Struct(">I")
 MAX_REQUEST_ID = 2**63 - 1
+# Values of the contract that clients check before sending (codyctl does).
+AGENTS = ("codex", "claude", "command")  # run.start `agent`
+MAX_LIST_LIMIT = 1000  # run.list `limit`
 
 
 class Encoded:

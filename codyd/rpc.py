@@ -13,7 +13,7 @@ import trio
 from codyd import __version__
 from codyd.errors import InvalidParams, NotFound, Trimmed, UnknownMethod
 from codyd.events import Event
-from codyd.protocol import PROTOCOL_VERSION, Encoded
+from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
 from codyd.runs.record import RunRecord
 from codyd.runs.state import Phase, State
 from codyd.server import Call
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from codyd.daemon import Daemon
 
 LOG_CHUNK = 65536
+STATE_NAMES = frozenset(state.value for state in State)
 LOG_POLL_S = 0.1
-MAX_LIST_LIMIT = 1000
 
 
 # -- parameter checks: each names the field and what was expected --------------------------
@@ -170,7 +170,7 @@ class Methods:
 
     async def list_runs(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "states", "labels", "limit", "cursor")
-        states = set(opt_str_list(params, "states", frozenset(s.value for s in State)))
+        states = set(opt_str_list(params, "states", STATE_NAMES))
         labels = params.get("labels") or {}
         if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()

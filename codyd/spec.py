@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from codyd.errors import InvalidParams
+from codyd.protocol import AGENTS
 from codyd.redact import redact_argv
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-AGENTS = ("codex", "claude", "command")
 MAX_PROMPT_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 200
 MAX_INT = 2**63 - 1  # what the store and msgpack can hold

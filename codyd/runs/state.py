@@ -24,6 +24,8 @@ class Phase(StrEnum):
 
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+# The last event of every run that ends, one per terminal state.
+TERMINAL_EVENTS = ("run_completed", "run_failed", "run_cancelled")
 
 # Every transition codyd ever makes. Anything else is a bug, refused by the store's
 # compare-and-set. "paused -> queued" is codyd's choice for a resume that finds every
