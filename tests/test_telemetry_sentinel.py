@@ -207,7 +207,7 @@ def test_invalid_reason_is_not_overwritten_by_a_field_named_invalid() -> None:
         "  \t" + sentinel_line(type="file_read", path="a.py") + "  \r",
         "\x1b[2m" + sentinel_line(type="file_read", path="a.py") + "\x1b[0m",
         json.dumps({"other": 1, "__cody_event__": {"type": "file_read", "path": "a.py"}}),
-        '{"\\u005f_cody_event__": {"\\u0074ype": "file_read", "path": "a.py"}}',
+        '{"__cody_event__": {"\\u0074ype": "file_read", "path": "a\\u002epy"}}',
         '{"__cody_event__":{"type":"file_read","path":"a.py"}}',
     ],
 )
@@ -238,6 +238,7 @@ def test_sentinel_framing_variants_are_accepted(line: str) -> None:
         '{"event": {"__cody_event__": {"type": "file_read", "path": "a.py"}}}',
         '{"type": "file_read", "path": "a.py"}',
         '{"__CODY_EVENT__": {"type": "file_read", "path": "a.py"}}',
+        '{"\\u005f_cody_event__": {"type": "file_read", "path": "a.py"}}',  # the key, escaped
         '{"__cody_event__": {"type": "cost", "usd": NaN}}',
         '{"__cody_event__": {"type": "cost", "usd": Infinity}}',
         '{"__cody_event__": {"type": "cost", "usd": 1e999}}',

@@ -346,7 +346,7 @@ class RunDriver:
                 "was split (the log file has it whole)"
             )
         text = raw.decode("utf-8", "replace")
-        if not split and "__cody_event__" in text:
+        if not split:
             sentinel = parse_sentinel(text)
             if sentinel is not None:
                 if sentinel.type == "test_run_completed":
