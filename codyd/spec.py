@@ -596,13 +596,14 @@ def parse_run_spec(
 ) -> RunSpec:
     """Validate ``run.start`` params into a :class:`RunSpec`; raise :class:`InvalidParams`.
 
-    ``defaults`` is the config's ``defaults`` map: it overrides the built-in defaults
-    and the params override it, key by key inside ``completion`` and ``budget`` and
-    as whole values elsewhere (a given ``env`` replaces the default ``env``).
+    ``defaults`` is the config's ``defaults`` map, as :func:`validate_defaults` made it
+    when the configuration was loaded: it overrides the built-in defaults and the
+    params override it, key by key inside ``completion`` and ``budget`` and as whole
+    values elsewhere (a given ``env`` replaces the default ``env``).
     """
     if not isinstance(params, Mapping):
         raise _refuse("params", "a map holding a run spec", params)
-    values, nested = _merge(params, validate_defaults(defaults or {}))
+    values, nested = _merge(params, defaults or {})
     if "workspace" not in values:
         raise InvalidParams("workspace", "expected an absolute path of an existing directory")
     values["workspace"] = _check_workspace(values["workspace"], workspace_roots)

@@ -258,7 +258,7 @@ def test_config_defaults_override_built_ins_and_params_override_both(workspace: 
         "completion": {"stop_file": "STOP"},
         "env": {"FROM_PARAMS": "2"},
     }
-    spec = parse_run_spec(params, defaults=defaults)
+    spec = parse_run_spec(params, defaults=validate_defaults(defaults))
     assert spec.agent == "codex"
     assert spec.command is None
     assert spec.max_turns == 9
