@@ -12,7 +12,7 @@ import trio
 
 from codyd.agents import Parsed, adapter_for
 from codyd.events import LIFECYCLE_TYPES
-from codyd.redact import redact_argv, redact_text, redact_value, secret_values
+from codyd.redact import redact_text, redact_value, secret_values
 from codyd.runs.output import OutputThrottle
 from codyd.runs.prompt import PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
@@ -68,7 +68,8 @@ class RunDriver:
         self._sessions_this_turn: set[str] = set()
         self._resume_failed = False
         self._split_warned = False
-        agent_config = self.config.agents.get(self.spec.agent)
+        self._agent_config = self.config.agents.get(self.spec.agent)
+        agent_config = self._agent_config
         self._usage_mode = agent_config.usage if agent_config is not None else "per_turn"
 
     # -- control from outside ----------------------------------------------------------
@@ -193,16 +194,13 @@ class RunDriver:
         self._sessions_this_turn = set()
         self._resume_failed = False
         self._split_warned = False
-        agent_config = self.config.agents.get(self.spec.agent)
-        argv = self.adapter.argv(self.spec, agent_config, session)
+        argv = self.adapter.argv(self.spec, self._agent_config, session)
         plan = TurnPlan(
             run_id=record.run_id,
             n=n,
             argv=argv,
             cwd=self.spec.workspace,
-            env=agent_environment(
-                dict(os.environ), dict(self.spec.env), record.run_id, n, self.spec.workspace
-            ),
+            env=agent_environment(os.environ, self.spec.env, record.run_id, n, self.spec.workspace),
             prompt=prompt.text if prompt else b"",
             turn_dir=self.supervisor.turn_dir(record.run_id, n),
             max_log_bytes=self.config.max_turn_log_bytes,
@@ -246,14 +244,13 @@ class RunDriver:
             if self._watcher is not None:
                 nursery.start_soon(self._watch_logs)
             deadline = self._duration_deadline()
-            with trio.CancelScope() as scope:
-                if deadline is not None:
-                    nursery.start_soon(self._duration_watch, turn, deadline, scope)
-                result = await turn.run()
+            if deadline is not None:
+                nursery.start_soon(self._duration_watch, turn, deadline)
+            result = await turn.run()
             nursery.cancel_scope.cancel()
-        for stream, detector in self._detectors.items():
+        for detector in self._detectors.values():
             for summary in detector.flush():
-                self._test_summary(summary.to_data(), stream)
+                self._test_summary(summary.to_data())
         await self._flush_output()
         self._check_logs()
         if result.outcome in ("ok", "error"):
@@ -281,7 +278,7 @@ class RunDriver:
             for update in self._watcher.check():
                 self._emit("log_updated", update)
 
-    async def _duration_watch(self, turn: Turn, deadline: float, scope: trio.CancelScope) -> None:
+    async def _duration_watch(self, turn: Turn, deadline: float) -> None:
         await trio.sleep_until(deadline)
         turn.request_stop("aborted")
 
@@ -305,7 +302,7 @@ class RunDriver:
         self.store.save_turn(
             record.run_id, turn.plan.n, started_at=time.time(), pid=pid, pid_start_ticks=ticks
         )
-        shown = redact_argv(argv, self.spec.env.values())
+        shown = [redact_text(arg, self._secrets) for arg in argv]
         self._emit("turn_started", {"pid": pid, "argv": shown, "session_id": session})
         log.info("turn started", run_id=record.run_id, turn=turn.plan.n, pid=pid)
 
@@ -360,7 +357,7 @@ class RunDriver:
             if detector is None:
                 detector = self._detectors[stream] = TestSummaryDetector()
             for summary in detector.feed(plain):
-                self._test_summary(summary.to_data(), stream)
+                self._test_summary(summary.to_data())
         if self._pattern is not None and not self.record.completion_detected:
             candidate = parsed.message_text if self.spec.agent != "command" else plain
             if candidate is not None:
@@ -386,7 +383,7 @@ class RunDriver:
                 self._emit(type_, data)
         return parsed
 
-    def _test_summary(self, data: dict[str, Any], stream: str) -> None:
+    def _test_summary(self, data: dict[str, Any]) -> None:
         if not self.record.sentinel_tests:
             self._emit("test_run_completed", data)
 

@@ -49,8 +49,11 @@ class Supervisor:
         self._all_done = trio.Event()
         self._all_done.set()
 
+    def turns_dir(self, run_id: str) -> Path:
+        return self.config.state_dir / "runs" / run_id / "turns"
+
     def turn_dir(self, run_id: str, n: int) -> Path:
-        return self.config.state_dir / "runs" / run_id / "turns" / str(n)
+        return self.turns_dir(run_id) / str(n)
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -326,11 +329,8 @@ class Supervisor:
         for run_id, n, pid, ticks in await self.store.open_turns():
             lost[(run_id, n)] = (pid, ticks)
         known = set(lost)
-        for live in self.store.runs.values():
-            if live.terminal:
-                continue
-            turns_dir = self.config.state_dir / "runs" / live.run_id / "turns"
-            for pid_file in turns_dir.glob("*/turn.pid"):
+        for live in self.store.live.values():
+            for pid_file in self.turns_dir(live.run_id).glob("*/turn.pid"):
                 found = read_pid_file(pid_file)
                 if found is not None and pid_file.parent.name.isdigit():
                     lost.setdefault((live.run_id, int(pid_file.parent.name)), found)

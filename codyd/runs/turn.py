@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ class TurnPlan:
 
 
 def agent_environment(
-    base: dict[str, str], extra: dict[str, str], run_id: str, n: int, ws: str
+    base: Mapping[str, str], extra: Mapping[str, str], run_id: str, n: int, ws: str
 ) -> dict[str, str]:
     env = {k: v for k, v in base.items() if k not in SUPERVISOR_ENV}
     env.update(extra)
