@@ -100,6 +100,12 @@ class Daemon:
     async def run(self) -> None:
         # Claim the socket first: a daemon that cannot serve must not touch its runs.
         self.server.bind()
+        try:
+            await self._run()
+        finally:
+            self.notifier.close()
+
+    async def _run(self) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(procs.reaper, CHILDREN.owns)

@@ -110,7 +110,6 @@ class PeerPolicy:
 
     def __init__(self, config: Config) -> None:
         self.uids = {os.getuid(), 0, *config.allowed_uids}
-        self.groups = config.allowed_groups
         self.gids = {g for g in (_resolve_gid(x) for x in config.allowed_groups) if g is not None}
 
     def allows(self, peer: Peer) -> bool:
@@ -124,15 +123,15 @@ class PeerPolicy:
             name = pwd.getpwuid(peer.uid).pw_name
         except KeyError:
             return False
-        return any(name in grp.getgrgid(gid).gr_mem for gid in self.gids if _group_exists(gid))
+        return any(name in _members(gid) for gid in self.gids)
 
 
-def _group_exists(gid: int) -> bool:
+def _members(gid: int) -> list[str]:
+    """The group's listed members; none for a group that no longer exists."""
     try:
-        grp.getgrgid(gid)
+        return list(grp.getgrgid(gid).gr_mem)
     except KeyError:
-        return False
-    return True
+        return []
 
 
 class Connection:
@@ -141,7 +140,6 @@ class Connection:
         self.stream = stream
         self.peer = peer
         self.calls: dict[int, Call] = {}
-        self.streams = 0
         self._send_lock = trio.Lock()
         self._closed = False
 

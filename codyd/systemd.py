@@ -9,8 +9,8 @@ import socket
 class Notifier:
     """Sends ``sd_notify`` messages to ``$NOTIFY_SOCKET``; does nothing without it."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        env = dict(os.environ) if env is None else env
+    def __init__(self) -> None:
+        env = os.environ
         address = env.get("NOTIFY_SOCKET") or None
         if address is not None and address.startswith("@"):
             address = "\0" + address[1:]  # an abstract socket
