@@ -109,17 +109,18 @@ return 0
 
 class RedisLeases:
     def __init__(self, url: str, prefix: str, node: str, ttl_s: float) -> None:
+        from codyd.mirror.keys import Keys
         from codyd.mirror.redis_io import RedisLink
 
         # Short timeouts: a Redis that stopped answering must not hold turns up for long.
         self.link = RedisLink(url, socket_timeout_s=1.0, connect_timeout_s=1.0)
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.holder = new_holder(node)
         self.held: set[str] = set()
 
     def key(self, run_id: str) -> str:
-        return f"{self.prefix}run:{run_id}:lock"
+        return self.keys.lock(run_id)
 
     async def acquire(self, run_id: str) -> str | None:
         """None once the lease is ours; else who holds it (or why it cannot be had now)."""

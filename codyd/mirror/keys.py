@@ -31,5 +31,9 @@ class Keys:
     def ctl(self, run_id: str) -> str:
         return f"{self.prefix}run:{run_id}:ctl"
 
+    def lock(self, run_id: str) -> str:
+        """The run's lease (``SET … PX``), held by one daemon at a time."""
+        return f"{self.prefix}run:{run_id}:lock"
+
     def daemon(self, node: str) -> str:
         return f"{self.prefix}daemon:{node}"
