@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from codyd import paths
-from codyd.errors import ERROR_CLASSES, CodydError, InvalidParams
+from codyd.errors import ERROR_CLASSES, CodydError
 from codyd.protocol import FrameDecoder, pack
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -84,12 +84,7 @@ def error_from_wire(error: Any) -> CodydError:
     if cls is None:
         retryable = bool(error.get("retryable", False))
         cls = type("CodydError", (CodydError,), {"code": code, "retryable": retryable})
-    # Subclass constructors build their message from parts; the wire already has the whole text.
-    exc = cls.__new__(cls)
-    CodydError.__init__(exc, message, **data)
-    if isinstance(exc, InvalidParams):
-        exc.field = str(data.get("field", ""))
-    return exc
+    return cls.from_wire(message, data)
 
 
 class Client:

@@ -8,7 +8,7 @@ This module imports nothing heavy: the ``codyctl`` client shares it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class CodydError(Exception):
@@ -32,6 +32,13 @@ class CodydError(Exception):
             error["data"] = self.data
         return error
 
+    @classmethod
+    def from_wire(cls, message: str, data: dict[str, Any]) -> Self:
+        """The error a response describes: its message is whole, whatever the constructor adds."""
+        exc = cls.__new__(cls)
+        CodydError.__init__(exc, message, **data)
+        return exc
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, data={self.data!r})"
 
@@ -52,6 +59,12 @@ class InvalidParams(CodydError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", field=field)
         self.field = field
+
+    @classmethod
+    def from_wire(cls, message: str, data: dict[str, Any]) -> Self:
+        exc = super().from_wire(message, data)
+        exc.field = str(data.get("field", ""))
+        return exc
 
 
 class NotFound(CodydError):
