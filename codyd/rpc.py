@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import trio
 
@@ -294,12 +294,25 @@ class Methods:
         follow = opt_bool(params, "follow")
         if turn == 0 or turn > record.current_turn:
             raise NotFound(f"run {record.run_id} has no turn {turn} yet")
-        path = self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log"
+        log_file = _LogFile(self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log")
+        with log_file:
+            return await self._follow_log(call, record, log_file, turn, stream, offset, follow)
+
+    async def _follow_log(
+        self,
+        call: Call,
+        record: RunRecord,
+        log_file: _LogFile,
+        turn: int,
+        stream: str,
+        offset: int,
+        follow: bool,
+    ) -> dict[str, Any]:
         keepalive_s = self.daemon.config.keepalive_s
         last_sent = trio.current_time()
         while True:
             sent_from = offset
-            offset = await self._send_log(call, path, turn, stream, offset)
+            offset = await self._send_log(call, log_file, turn, stream, offset)
             now = trio.current_time()
             if offset != sent_from:
                 last_sent = now
@@ -311,16 +324,18 @@ class Methods:
             if not follow:
                 return {"end": "caught_up", "last_seq": record.last_seq}
             if _turn_over(record, turn):
-                offset = await self._send_log(call, path, turn, stream, offset)
+                offset = await self._send_log(call, log_file, turn, stream, offset)
                 return {"end": "turn_finished", "last_seq": record.last_seq}
             if self.daemon.stopping:
                 call.end("shutdown")
                 continue
             await call.wait(trio.sleep_forever, LOG_POLL_S)
 
-    async def _send_log(self, call: Call, path: Path, turn: int, stream: str, offset: int) -> int:
+    async def _send_log(
+        self, call: Call, log_file: _LogFile, turn: int, stream: str, offset: int
+    ) -> int:
         while call.end_reason is None:
-            data = _read_chunk(path, offset)
+            data = log_file.read(offset)
             if not data:
                 break
             await call.send_item(
@@ -362,13 +377,32 @@ def _turn_over(record: RunRecord, turn: int) -> bool:
     return record.current_turn > turn or record.phase is not Phase.IN_TURN
 
 
-def _read_chunk(path: Path, offset: int) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            return handle.read(LOG_CHUNK)
-    except FileNotFoundError:
-        return b""
+class _LogFile:
+    """A turn's log, opened once it exists and kept open while it is followed.
+
+    The logs are append-only: a follower polling ten times a second reads from
+    one handle instead of opening the file again each time.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: BinaryIO | None = None
+
+    def read(self, offset: int) -> bytes:
+        if self._handle is None:
+            try:
+                self._handle = self.path.open("rb")
+            except FileNotFoundError:
+                return b""
+        self._handle.seek(offset)
+        return self._handle.read(LOG_CHUNK)
+
+    def __enter__(self) -> _LogFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.close()
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str]:
