@@ -199,7 +199,12 @@ def run_table(runs: Sequence[Mapping[str, Any]]) -> str:
     rows = [[title for title, _ in _TABLE_COLUMNS]]
     for run in runs:
         rows.append([_cell(key, run.get(key)) for _, key in _TABLE_COLUMNS])
-    widths = [max(len(row[column]) for row in rows) for column in range(len(_TABLE_COLUMNS))]
+    return table(rows)
+
+
+def table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells (the first one the header) in left-aligned columns two spaces apart."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from codyctl import render
 from codyctl.client import Client
 from codyctl.render import MISSING, to_json
 
@@ -57,11 +58,7 @@ def row(run: Mapping[str, Any], now: float) -> list[str]:
 
 
 def table(runs: Sequence[Mapping[str, Any]], now: float) -> str:
-    rows = [list(COLUMNS), *(row(run, now) for run in runs)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return render.table([list(COLUMNS), *(row(run, now) for run in runs)])
 
 
 def screen(runs: Sequence[Mapping[str, Any]], now: float, socket_path: str) -> str:
