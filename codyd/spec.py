@@ -471,11 +471,11 @@ def check_inside(workspace: Path, relative: str, field: str) -> Path:
 
     The target need not exist. Absolute paths are allowed when they resolve inside.
     """
-    return _inside(os.path.realpath(workspace), relative, field)
+    return check_inside_resolved(os.path.realpath(workspace), relative, field)
 
 
-def _inside(root: str, relative: str, field: str) -> Path:
-    """:func:`check_inside` for a workspace path that is already free of symlinks."""
+def check_inside_resolved(root: str, relative: str, field: str) -> Path:
+    """:func:`check_inside` for a workspace path already free of symlinks (a spec's)."""
     given = describe(relative)
     try:
         target = os.path.realpath(os.path.join(root, relative))
@@ -514,7 +514,7 @@ def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
 
 
 def _check_prompt_file(workspace: str, relative: str) -> None:
-    target = _inside(workspace, relative, "prompt_file")
+    target = check_inside_resolved(workspace, relative, "prompt_file")
     expected = "an existing regular file inside the workspace"
     try:
         mode = target.stat().st_mode
@@ -534,9 +534,9 @@ def _check_paths(values: Mapping[str, Any], completion: Completion) -> None:
         _check_prompt_file(workspace, values["prompt_file"])
     for name in ("context_files", "watch_logs"):
         for index, relative in enumerate(values[name]):
-            _inside(workspace, relative, f"{name}.{index}")
+            check_inside_resolved(workspace, relative, f"{name}.{index}")
     if completion.stop_file is not None:
-        _inside(workspace, completion.stop_file, "completion.stop_file")
+        check_inside_resolved(workspace, completion.stop_file, "completion.stop_file")
 
 
 # --- parsing --------------------------------------------------------------------------------

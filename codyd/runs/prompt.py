@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from codyd.errors import InvalidParams
-from codyd.spec import RunSpec, check_inside
+from codyd.spec import RunSpec, check_inside_resolved
 
 
 @dataclass(slots=True)
@@ -20,11 +19,11 @@ class PromptError(Exception):
 
 
 def build_prompt(spec: RunSpec) -> BuiltPrompt:
-    workspace = Path(spec.workspace)
+    workspace = spec.workspace  # resolved when the run was started
     warnings: list[str] = []
     if spec.prompt_file is not None:
         try:
-            path = check_inside(workspace, spec.prompt_file, "prompt_file")
+            path = check_inside_resolved(workspace, spec.prompt_file, "prompt_file")
             text = path.read_text(encoding="utf-8", errors="replace")
         except (InvalidParams, OSError) as exc:
             raise PromptError(f"cannot read prompt_file {spec.prompt_file!r}: {exc}") from exc
@@ -33,7 +32,7 @@ def build_prompt(spec: RunSpec) -> BuiltPrompt:
     parts = [text]
     for index, name in enumerate(spec.context_files):
         try:
-            path = check_inside(workspace, name, f"context_files.{index}")
+            path = check_inside_resolved(workspace, name, f"context_files.{index}")
             content = path.read_text(encoding="utf-8", errors="replace")
         except InvalidParams as exc:
             warnings.append(f"context file {name!r} skipped: {exc.message}")
