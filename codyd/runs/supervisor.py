@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -334,20 +335,33 @@ class Supervisor:
                 found = read_pid_file(pid_file)
                 if found is not None and pid_file.parent.name.isdigit():
                     lost.setdefault((live.run_id, int(pid_file.parent.name)), found)
-        for (run_id, n), (pid, ticks) in sorted(lost.items()):
-            record = self.store.runs.get(run_id)
-            # A crash is no time for long goodbyes: start-up waits on this.
-            delay = min(record.spec.sigkill_delay_s if record is not None else 2.0, 2.0)
-            same = pid is not None and ticks is not None and procs.is_same_process(pid, ticks)
-            if pid is not None and not same:
-                log.info(
-                    "lost turn's pid names another process now; leaving it",
-                    run_id=run_id,
-                    turn=n,
-                    pid=pid,
+        # All at once, sharing walks of /proc: start-up waits on this.
+        requested_at = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for (run_id, n), (pid, ticks) in sorted(lost.items()):
+                record = self.store.runs.get(run_id)
+                # A crash is no time for long goodbyes.
+                delay = min(record.spec.sigkill_delay_s if record is not None else 2.0, 2.0)
+                same = pid is not None and ticks is not None and procs.is_same_process(pid, ticks)
+                if pid is not None and not same:
+                    log.info(
+                        "lost turn's pid names another process now; leaving it",
+                        run_id=run_id,
+                        turn=n,
+                        pid=pid,
+                    )
+                log.warning("stopping what is left of a lost turn", run_id=run_id, turn=n, pid=pid)
+                nursery.start_soon(
+                    partial(
+                        procs.stop_group,
+                        pid if same else None,
+                        delay,
+                        mark=procs.TurnMark(run_id, n),
+                        requested_at=requested_at,
+                    )
                 )
-            log.warning("stopping what is left of a lost turn", run_id=run_id, turn=n, pid=pid)
-            await procs.stop_group(pid if same else None, delay, mark=procs.TurnMark(run_id, n))
+        for run_id, n in sorted(lost):
+            record = self.store.runs.get(run_id)
             (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
             if (run_id, n) in known:
                 self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
