@@ -11,8 +11,9 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
+from codyd.events import SENTINEL_TYPES
 from codyd.telemetry.ansi import strip_ansi
-from codyd.telemetry.sentinel import ALLOWED_TYPES, Sentinel, parse_sentinel
+from codyd.telemetry.sentinel import Sentinel, parse_sentinel
 from codyd.telemetry.session import find_session_id
 from codyd.telemetry.test_summary import TestSummary, TestSummaryDetector
 
@@ -41,7 +42,7 @@ FIELD_NAMES = [
     "type",
     "extra",
 ]
-EVENT_TYPES = [*sorted(ALLOWED_TYPES), "run_completed", "turn_started", "custom", "x"]
+EVENT_TYPES = [*sorted(SENTINEL_TYPES), "run_completed", "turn_started", "custom", "x"]
 NORMALIZED_KEYS: dict[str, dict[str, type]] = {
     "file_read": {"path": str},
     "file_written": {"path": str},
@@ -90,7 +91,7 @@ def sentinel_lines(draw: st.DrawFn) -> str:
     event: dict[str, Any] = draw(st.dictionaries(st.sampled_from(FIELD_NAMES), event_values))
     wrong_type = draw(st.integers(0, 4)) == 0
     event_type = draw(json_values if wrong_type else st.sampled_from(EVENT_TYPES))
-    if isinstance(event_type, str) and event_type in ALLOWED_TYPES:
+    if isinstance(event_type, str) and event_type in SENTINEL_TYPES:
         # Keep some events free of stray fields, so valid events are common.
         event = {key: value for key, value in event.items() if draw(st.booleans())}
     if draw(st.integers(0, 9)) > 0:
@@ -118,9 +119,9 @@ def assert_sentinel_shape(result: Sentinel | None) -> None:
     json.dumps(result.data, allow_nan=False).encode("utf-8")
     if result.type == "custom":
         assert isinstance(result.data["type"], str)
-        assert result.data["type"] not in ALLOWED_TYPES or "invalid" in result.data
+        assert result.data["type"] not in SENTINEL_TYPES or "invalid" in result.data
         return
-    assert result.type in ALLOWED_TYPES
+    assert result.type in SENTINEL_TYPES
     shape = NORMALIZED_KEYS[result.type]
     assert set(result.data) == set(shape)
     for key, expected_type in shape.items():
@@ -214,7 +215,7 @@ in_range_scalars = st.one_of(
 
 
 @given(
-    clean_text.filter(lambda t: t not in ALLOWED_TYPES),
+    clean_text.filter(lambda t: t not in SENTINEL_TYPES),
     st.dictionaries(clean_text.filter(lambda k: k != "type"), in_range_scalars),
 )
 def test_unknown_types_are_never_forged(event_type: str, fields: dict[str, Any]) -> None:

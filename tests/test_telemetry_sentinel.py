@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from codyd.telemetry.sentinel import ALLOWED_TYPES, MAX_DEPTH, Sentinel, parse_sentinel
+from codyd.events import SENTINEL_TYPES
+from codyd.telemetry.sentinel import MAX_DEPTH, Sentinel, parse_sentinel
 
 
 def sentinel_line(**event: Any) -> str:
@@ -15,7 +16,7 @@ def sentinel_line(**event: Any) -> str:
 
 
 def test_allowed_types_are_the_documented_set() -> None:
-    """ALLOWED_TYPES is exactly the SPEC 2.6 list."""
+    """SENTINEL_TYPES is exactly the SPEC 2.6 list."""
     assert (
         frozenset(
             {
@@ -30,7 +31,7 @@ def test_allowed_types_are_the_documented_set() -> None:
                 "message",
             }
         )
-        == ALLOWED_TYPES
+        == SENTINEL_TYPES
     )
 
 

@@ -32,7 +32,6 @@ MAX_DEPTH: Final = 64
 DEFAULT_TEST_RUNNER: Final = "sentinel"
 DEFAULT_MESSAGE_ROLE: Final = "assistant"
 
-ALLOWED_TYPES = SENTINEL_TYPES
 
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
@@ -250,4 +249,4 @@ _NORMALIZERS: Final[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "cost": _cost,
     "message": _message,
 }
-assert frozenset(_NORMALIZERS) == ALLOWED_TYPES
+assert frozenset(_NORMALIZERS) == SENTINEL_TYPES
