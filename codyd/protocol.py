@@ -117,12 +117,18 @@ class Request:
     params: dict[str, Any]
 
 
+def echo_id(message: dict[str, Any]) -> int | None:
+    """The request's id as an error answer echoes it: an integer >= 0, else None (null)."""
+    request_id = message.get("id")
+    if isinstance(request_id, int) and not isinstance(request_id, bool) and request_id >= 0:
+        return request_id
+    return None
+
+
 def parse_request(message: dict[str, Any]) -> Request:
     """Validate the envelope of a request (not its params)."""
-    request_id = message.get("id")
-    if isinstance(request_id, bool) or not isinstance(request_id, int):
-        raise BadRequest("id: expected an integer >= 0")
-    if not 0 <= request_id <= MAX_REQUEST_ID:
+    request_id = echo_id(message)
+    if request_id is None or request_id > MAX_REQUEST_ID:
         raise BadRequest("id: expected an integer >= 0")
     method = message.get("method")
     if not isinstance(method, str) or not method:

@@ -26,6 +26,7 @@ from codyd.errors import CodydError, FrameTooLarge, Internal, Overloaded, Unauth
 from codyd.protocol import (
     FrameDecoder,
     Request,
+    echo_id,
     error_response,
     pack,
     parse_request,
@@ -189,12 +190,10 @@ class Connection:
                 nursery.cancel_scope.cancel()
 
     async def _accept(self, nursery: trio.Nursery, message: dict[str, Any]) -> None:
-        raw_id = message.get("id")
-        valid_id = raw_id if isinstance(raw_id, int) and not isinstance(raw_id, bool) else None
         try:
             request = parse_request(message)
         except CodydError as exc:
-            await self.send_error(valid_id if valid_id is not None and valid_id >= 0 else None, exc)
+            await self.send_error(echo_id(message), exc)
             return
         if len(self.calls) >= MAX_IN_FLIGHT:
             await self.send_error(
