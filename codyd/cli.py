@@ -22,7 +22,12 @@ def _load(config_file: Path | None, flags: dict[str, Any]) -> Any:
     try:
         return load_config(config_file, flags=flags)
     except ConfigError as exc:
-        click.echo(f"codyd: configuration error: {exc}", err=True)
+        if len(exc.problems) == 1:
+            click.echo(f"codyd: configuration error: {exc}", err=True)
+        else:
+            click.echo(f"codyd: configuration errors ({len(exc.problems)}):", err=True)
+            for problem in exc.problems:
+                click.echo(f"  {problem}", err=True)
         sys.exit(2)
 
 

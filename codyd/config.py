@@ -34,7 +34,15 @@ NODE_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class ConfigError(Exception):
-    """The configuration is unusable; the text names the key, the problem and its source."""
+    """The configuration is unusable; the text names the key, the problem and its source.
+
+    One error may carry several problems (``problems``), one a line: every key is checked
+    before the configuration is refused, so an operator fixes them all in one go.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,26 +380,31 @@ def _record(leaves: Leaves, path: KeyPath, given: _Given) -> None:
     leaves[path] = given
 
 
-def _walk(leaves: Leaves, path: KeyPath, value: Any, source: str) -> None:
-    """Record ``value`` at ``path``, descending into tables."""
+def _walk(
+    leaves: Leaves, path: KeyPath, value: Any, source: str, problems: list[ConfigError]
+) -> None:
+    """Record ``value`` at ``path``, descending into tables; what is wrong goes to ``problems``."""
     if path in _KEYS:
         _record(leaves, path, _Given(value, source))
     elif path in _TABLES or path == (_DEFAULTS,) or not path:
         if not isinstance(value, dict):
-            raise ConfigError(
-                f"config key '{_dotted(path)}': expected a table, got {_show(value)} "
-                f"(from {source})"
+            problems.append(
+                ConfigError(
+                    f"config key '{_dotted(path)}': expected a table, got {_show(value)} "
+                    f"(from {source})"
+                )
             )
+            return
         for key, item in value.items():
-            _walk(leaves, (*path, key), item, source)
+            _walk(leaves, (*path, key), item, source, problems)
     elif path[0] == _DEFAULTS:
         if isinstance(value, dict) and value:
             for key, item in value.items():
-                _walk(leaves, (*path, key), item, source)
+                _walk(leaves, (*path, key), item, source, problems)
         else:
             _record(leaves, path, _Given(value, source))
     else:
-        raise _unknown(path, source)
+        problems.append(_unknown(path, source))
 
 
 def _read_file(path: Path, origin: str) -> dict[str, Any]:
@@ -419,18 +432,21 @@ def _env_value(path: KeyPath, text: str) -> Any:
     return document["value"] if len(document) == 1 else text
 
 
-def _gather_env(leaves: Leaves, env: Mapping[str, str]) -> None:
+def _gather_env(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) -> None:
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV_VAR or name in AGENT_ENV_VARS:
             continue
         path = tuple(part.lower() for part in name.removeprefix(ENV_PREFIX).split("__"))
         source = f"environment {name}"
         if "" in path:
-            raise ConfigError(f"environment variable {name}: no config key is named by it")
-        _walk(leaves, path, _env_value(path, env[name]), source)
+            problems.append(
+                ConfigError(f"environment variable {name}: no config key is named by it")
+            )
+            continue
+        _walk(leaves, path, _env_value(path, env[name]), source, problems)
 
 
-def _gather_flags(leaves: Leaves, flags: Mapping[str, Any]) -> None:
+def _gather_flags(leaves: Leaves, flags: Mapping[str, Any], problems: list[ConfigError]) -> None:
     for name, value in flags.items():
         if value is None:
             continue
@@ -440,6 +456,7 @@ def _gather_flags(leaves: Leaves, flags: Mapping[str, Any]) -> None:
             path,
             str(value) if isinstance(value, Path) else value,
             f"flag --{name.replace('_', '-')}",
+            problems,
         )
 
 
@@ -469,11 +486,15 @@ def _defaults_source(leaves: Leaves, path: KeyPath) -> str:
     return ", ".join(dict.fromkeys(sources))
 
 
-def _run_defaults(leaves: Leaves) -> Mapping[str, Any]:
+def _run_defaults(leaves: Leaves, problems: list[ConfigError]) -> Mapping[str, Any]:
+    """The validated ``defaults.*``: each field as ``run.start`` would check it.
+
+    A default that would make every ``run.start`` fail (a stop file outside any
+    workspace) is refused here rather than at the first start.
+    """
     if not leaves:
         return _no_defaults()
-    from codyd.errors import InvalidParams
-    from codyd.spec import validate_defaults  # needed only when defaults are given
+    from codyd.spec import check_defaults  # needed only when defaults are given
 
     nested: dict[str, Any] = {}
     for path, given in leaves.items():
@@ -481,18 +502,26 @@ def _run_defaults(leaves: Leaves) -> Mapping[str, Any]:
         for part in path[1:-1]:
             table = table.setdefault(part, {})
         table[path[-1]] = given.value
-    try:
-        return MappingProxyType(validate_defaults(nested))
-    except InvalidParams as exc:
+    normalized, refused = check_defaults(nested)
+    for exc in refused:
         path = (_DEFAULTS, *exc.field.split("."))
         problem = exc.message.removeprefix(f"{exc.field}: ")
-        raise ConfigError(
-            f"config key '{_dotted(path)}': {problem} (from {_defaults_source(leaves, path)})"
-        ) from None
+        problems.append(
+            ConfigError(
+                f"config key '{_dotted(path)}': {problem} (from {_defaults_source(leaves, path)})"
+            )
+        )
+    return MappingProxyType(normalized)
 
 
-def _build(leaves: Leaves, env: Mapping[str, str]) -> Config:
-    values = {path: _checked(path, given) for path, given in leaves.items() if path in _KEYS}
+def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) -> Config:
+    values: dict[KeyPath, Any] = {}
+    for path, given in leaves.items():
+        if path in _KEYS:
+            try:
+                values[path] = _checked(path, given)
+            except ConfigError as exc:
+                problems.append(exc)
     top = {path[0]: value for path, value in values.items() if len(path) == 1}
 
     def table(*prefix: str) -> dict[str, Any]:
@@ -502,13 +531,16 @@ def _build(leaves: Leaves, env: Mapping[str, str]) -> Config:
     maxlen = {
         key.replace("global", "global_"): value for key, value in table("redis_maxlen").items()
     }
+    defaults = _run_defaults({p: g for p, g in leaves.items() if p[0] == _DEFAULTS}, problems)
+    if problems:
+        raise ConfigError(*(line for exc in problems for line in exc.problems))
     return Config(
         socket=top.pop("socket", None) or default_socket_path(env),
         state_dir=top.pop("state_dir", None) or default_state_dir(env),
         event_retention=EventRetention(**table("event_retention")),
         redis_maxlen=RedisMaxlen(**maxlen),
         agents=MappingProxyType(agents),
-        defaults=_run_defaults({p: g for p, g in leaves.items() if p[0] == _DEFAULTS}),
+        defaults=defaults,
         **top,
     )
 
@@ -518,15 +550,19 @@ def load_config(
     env: Mapping[str, str] | None = None,
     flags: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read the TOML file, then ``CODYD_*`` variables of ``env``, then ``flags``; validate all."""
+    """Read the TOML file, then ``CODYD_*`` variables of ``env``, then ``flags``; validate all.
+
+    Every problem is gathered before refusing: the error lists them all, one a line.
+    """
     env = os.environ if env is None else env
     leaves: Leaves = {}
+    problems: list[ConfigError] = []
     origin = "flag --config"
     if config_file is None and env.get(CONFIG_ENV_VAR):
         config_file, origin = Path(env[CONFIG_ENV_VAR]), f"environment {CONFIG_ENV_VAR}"
     if config_file is not None:
         path = Path(config_file)
-        _walk(leaves, (), _read_file(path, origin), f"file {path}")
-    _gather_env(leaves, env)
-    _gather_flags(leaves, flags or {})
-    return _build(leaves, env)
+        _walk(leaves, (), _read_file(path, origin), f"file {path}", problems)
+    _gather_env(leaves, env, problems)
+    _gather_flags(leaves, flags or {}, problems)
+    return _build(leaves, env, problems)

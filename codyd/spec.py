@@ -16,7 +16,7 @@ import os
 import re
 import stat
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -442,21 +442,66 @@ def validate_defaults(defaults: Mapping[str, Any]) -> dict[str, Any]:
     """Validate the config's ``defaults.*``; fields in errors are relative to ``defaults``.
 
     Returns the normalized values (lists as tuples, numbers as their spec type, nested
-    ``completion``/``budget`` maps holding only the keys given).
+    ``completion``/``budget`` maps holding only the keys given); raises the first problem.
     """
-    if not isinstance(defaults, Mapping):
-        raise _refuse("defaults", "a map of run-spec fields", defaults)
-    normalized: dict[str, Any] = {}
-    for key, value in defaults.items():
-        if key in _NESTED:
-            normalized[key] = _validate_nested(value, key)
-        elif key in _DEFAULTABLE:
-            normalized[key] = _DEFAULTABLE[key](value, key)
-        elif key in _PER_RUN:
-            raise InvalidParams(key, "cannot have a configured default; it is given per run")
-        else:
-            raise _unknown(key, sorted([*_DEFAULTABLE, *_NESTED]))
+    normalized, problems = check_defaults(defaults)
+    if problems:
+        raise problems[0]
     return normalized
+
+
+def check_defaults(defaults: Any) -> tuple[dict[str, Any], list[InvalidParams]]:
+    """:func:`validate_defaults` that reports every problem instead of the first."""
+    if not isinstance(defaults, Mapping):
+        return {}, [_refuse("defaults", "a map of run-spec fields", defaults)]
+    normalized: dict[str, Any] = {}
+    problems: list[InvalidParams] = []
+    for key, value in defaults.items():
+        try:
+            normalized[key] = _default_field(key, value)
+        except InvalidParams as exc:
+            problems.append(exc)
+    for field, relative in _default_paths(normalized):
+        try:
+            _check_relative_default(relative, field)
+        except InvalidParams as exc:
+            problems.append(exc)
+    return normalized, problems
+
+
+def _default_field(key: str, value: Any) -> Any:
+    if key in _NESTED:
+        return _validate_nested(value, key)
+    if key in _DEFAULTABLE:
+        return _DEFAULTABLE[key](value, key)
+    if key in _PER_RUN:
+        raise InvalidParams(key, "cannot have a configured default; it is given per run")
+    raise _unknown(key, sorted([*_DEFAULTABLE, *_NESTED]))
+
+
+def _default_paths(normalized: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """The workspace-relative paths among the defaults, with their dotted fields."""
+    for name in ("context_files", "watch_logs"):
+        for index, relative in enumerate(normalized.get(name, ())):
+            yield f"{name}.{index}", relative
+    stop_file = normalized.get("completion", {}).get("stop_file")
+    if stop_file is not None:
+        yield "completion.stop_file", stop_file
+
+
+def _check_relative_default(relative: str, field: str) -> None:
+    """A default path serves every workspace only when it is relative and stays inside.
+
+    ``run.start`` accepts an absolute path that happens to lie in the run's workspace;
+    as a default it would fit one workspace at most, and every other start would fail.
+    """
+    normal = os.path.normpath(relative)
+    if os.path.isabs(relative) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
+        raise InvalidParams(
+            field,
+            "expected a workspace-relative path that stays inside the workspace "
+            f"(as a default it applies to every run), got {describe(relative)}",
+        )
 
 
 # --- paths ----------------------------------------------------------------------------------

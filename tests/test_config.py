@@ -754,3 +754,58 @@ def test_bad_run_spec_default_in_environment(tmp_path: Path) -> None:
     message = str(caught.value)
     assert message.startswith("config key 'defaults.max_turns': expected an integer >= 1")
     assert message.endswith("(from environment CODYD_DEFAULTS__MAX_TURNS)")
+
+
+# --- every problem at once -------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    """An unknown key, a wrong type and a bad default are all named in one error."""
+    text = """
+        heartbeat_s = "often"
+        sockett = "/tmp/x.sock"
+        [defaults]
+        max_turns = 0
+        [defaults.completion]
+        stop_file = "/etc/stop"
+    """
+    with pytest.raises(ConfigError) as caught:
+        load_toml(tmp_path, text, CODYD_LEASE_TTL_S="-1")
+    problems = caught.value.problems
+    assert len(problems) == 5, problems
+    assert str(caught.value) == "\n".join(problems)
+    for key in ("heartbeat_s", "sockett", "defaults.max_turns", "defaults.completion.stop_file"):
+        assert any(f"config key '{key}'" in line for line in problems), (key, problems)
+    assert any(
+        "lease_ttl_s" in line and "environment CODYD_LEASE_TTL_S" in line for line in problems
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "key"),
+    [
+        ("defaults.completion", 'stop_file = "/etc/stop"', "defaults.completion.stop_file"),
+        ("defaults.completion", 'stop_file = "../outside/.stop"', "defaults.completion.stop_file"),
+        ("defaults", 'context_files = ["NOTES.md", "/etc/passwd"]', "defaults.context_files.1"),
+        ("defaults", 'watch_logs = [".."]', "defaults.watch_logs.0"),
+    ],
+)
+def test_default_paths_that_no_workspace_can_hold_are_refused(
+    tmp_path: Path, table: str, line: str, key: str
+) -> None:
+    """A default path must fit every workspace: relative, and never climbing out of it."""
+    with pytest.raises(ConfigError) as caught:
+        load_toml(tmp_path, f"[{table}]\n{line}\n")
+    assert f"config key '{key}': expected a workspace-relative path" in str(caught.value)
+    assert f"file {tmp_path / 'codyd.toml'}" in str(caught.value)
+
+
+def test_default_paths_inside_every_workspace_are_accepted(tmp_path: Path) -> None:
+    """Relative default paths, even ones that step down and back up, are fine."""
+    config = load_toml(
+        tmp_path,
+        '[defaults]\ncontext_files = ["docs/../NOTES.md"]\n'
+        '[defaults.completion]\nstop_file = ".cody/.stop"\n',
+    )
+    assert config.defaults["completion"] == {"stop_file": ".cody/.stop"}
+    assert config.defaults["context_files"] == ("docs/../NOTES.md",)

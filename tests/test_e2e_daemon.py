@@ -56,6 +56,22 @@ def test_check_config_accepts_and_refuses(tmp_path: Path) -> None:
     assert result.returncode == 2 and "CODYD_NO_SUCH_KEY" in result.stderr
 
 
+def test_check_config_lists_every_problem_with_defaults_checked_as_runs_are(
+    tmp_path: Path,
+) -> None:
+    """A default that would make every run.start fail is refused with the others, one a line."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("max_active_runs = 'many'\n[defaults.completion]\nstop_file = '/etc/stop'\n")
+    result = codyd_cmd("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "codyd: configuration errors (2):"
+    assert "config key 'max_active_runs'" in lines[1]
+    assert "config key 'defaults.completion.stop_file'" in lines[2]
+    assert "workspace-relative" in lines[2]
+    assert result.stdout == ""
+
+
 def test_store_from_a_newer_codyd_is_refused_untouched(daemon_factory) -> None:
     """A store with a newer schema version makes codyd exit 1 with a clear message; the file is unchanged."""
     daemon = daemon_factory(start=False)
