@@ -57,6 +57,8 @@ OUT_OF_MEMORY = frozenset({errno.ENOBUFS, errno.ENOMEM})
 # A client that went away between the kernel queueing it and accept() taking it.
 ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 ACCEPT_PAUSE_FIRST_S = 0.01
+# Clients answered `overloaded` in one go while out of descriptors, before pausing.
+REFUSE_BURST = 64
 ACCEPT_PAUSE_LAST_S = 0.5
 
 
@@ -438,8 +440,8 @@ class Server:
                 error=self._accept_trouble,
                 connections=len(self.connections),
             )
-        if exc.errno in OUT_OF_DESCRIPTORS and self._refuse_one():
-            self._refused_in_trouble += 1
+        if exc.errno in OUT_OF_DESCRIPTORS:
+            self._refused_in_trouble += self._refuse_waiting()
         await trio.sleep(pause)
         assert self._listening is not None
         # accept() fails for lack of descriptors whether or not anyone is waiting:
@@ -456,29 +458,32 @@ class Server:
         if self._spare_fd is None:
             self._spare_fd = _reserve_descriptor()
 
-    def _refuse_one(self) -> bool:
-        """Free the spare descriptor, take one waiting client, tell it ``overloaded``, close it.
+    def _refuse_waiting(self) -> int:
+        """Free the spare descriptor to tell each waiting client ``overloaded`` and close it.
 
-        True if a client was answered. The spare is taken back at once, before anything
-        else in the daemon can claim the freed slot for good.
+        Returns how many were answered. The spare is taken back before anything else
+        in the daemon can claim the freed slot for good.
         """
         if self._spare_fd is None or self._listening is None:
-            return False
+            return 0
         os.close(self._spare_fd)
         self._spare_fd = None
+        refused = 0
         try:
-            client, _ = self._listening.accept()
-        except OSError:
-            return False  # nobody waiting after all, or the slot was taken
-        else:
-            with client:
-                client.setblocking(False)
-                # A fresh socket's buffer is empty: a small frame fits, or it is dropped.
-                with contextlib.suppress(OSError):
-                    client.send(_OUT_OF_DESCRIPTORS_FRAME)
-            return True
+            while refused < REFUSE_BURST:
+                try:
+                    client, _ = self._listening.accept()
+                except OSError:
+                    break  # nobody waiting any more, or the slot was taken
+                with client:
+                    client.setblocking(False)
+                    # A fresh socket's buffer is empty: a small frame fits, or it is dropped.
+                    with contextlib.suppress(OSError):
+                        client.send(_OUT_OF_DESCRIPTORS_FRAME)
+                refused += 1
         finally:
             self._spare_fd = _reserve_descriptor()
+        return refused
 
     async def handle(self, stream: trio.abc.Stream, peer: Peer | None = None) -> None:
         """Serve one client from accept to close: the one place where its faults stop.
