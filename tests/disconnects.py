@@ -23,6 +23,8 @@ from typing import Any
 from codyd.protocol import FrameDecoder, pack
 
 ENDINGS = ("reset", "close", "half_close")
+# The daemon bounds the frames it reads, not those it sends: read answers of any size.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
 
 
 def requests_for(kind: str, run_id: str) -> list[dict[str, Any]]:
@@ -119,15 +121,16 @@ def one_point(socket_path: Path, run_id: str, rng: random.Random, tally: Tally) 
         sock.connect(str(socket_path))
         sock.sendall(b"".join(pack(request) for request in requests_for(kind, run_id)))
         until = time.monotonic() + delay
+        decoder = FrameDecoder(MAX_FRAME_BYTES)
         if reading:
-            _drain(sock, FrameDecoder(), until, tally)
+            _drain(sock, decoder, until, tally)
         else:
             time.sleep(max(0.0, until - time.monotonic()))
         if ending == "reset":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif ending == "half_close":
             sock.shutdown(socket.SHUT_WR)
-            _drain(sock, FrameDecoder(), time.monotonic() + 0.01, tally)
+            _drain(sock, decoder, time.monotonic() + 0.01, tally)
     except OSError as exc:
         tally.client_errors[type(exc).__name__] += 1
     finally:
@@ -148,16 +151,21 @@ def hammer(
     lock = threading.Lock()
     tallies = [Tally() for _ in range(threads)]
 
+    failures: list[BaseException] = []
+
     def client(index: int) -> None:
         rng = random.Random(seed * 1000 + index)
-        while True:
-            with lock:
-                if remaining[0] <= 0:
+        try:
+            while True:
+                with lock:
+                    if remaining[0] <= 0 or failures:
+                        return
+                    remaining[0] -= 1
+                if daemon_alive is not None and not daemon_alive():
                     return
-                remaining[0] -= 1
-            if daemon_alive is not None and not daemon_alive():
-                return
-            one_point(socket_path, rng.choice(run_ids), rng, tallies[index])
+                one_point(socket_path, rng.choice(run_ids), rng, tallies[index])
+        except BaseException as exc:  # a driver bug: surface it, do not lose points quietly
+            failures.append(exc)
 
     began = time.monotonic()
     workers = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(threads)]
@@ -165,6 +173,8 @@ def hammer(
         worker.start()
     for worker in workers:
         worker.join()
+    if failures:
+        raise failures[0]
     total = Tally()
     for tally in tallies:
         total.add(tally)
