@@ -19,9 +19,11 @@ import contextlib
 import errno
 import grp
 import os
+import resource
 import socket as stdsocket
 import stat
 import struct
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +61,8 @@ ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno
 ACCEPT_PAUSE_FIRST_S = 0.01
 # Clients answered `overloaded` in one go while out of descriptors, before pausing.
 REFUSE_BURST = 64
+FD_HEADROOM_MIN = 8
+FD_HEADROOM_SHARE = 16
 ACCEPT_PAUSE_LAST_S = 0.5
 
 
@@ -323,6 +327,8 @@ class Server:
         self._no_calls = trio.Event()
         self._no_calls.set()
         self._accept_trouble: str | None = None
+        # Refuse clients before the last descriptors go (see descriptor_ceiling).
+        self.keep_fd_headroom = True
         self._refused_in_trouble = 0
 
     def call_began(self) -> None:
@@ -425,10 +431,27 @@ class Server:
                 await self._accept_failed(exc, pause)
                 pause = min(pause * 2, ACCEPT_PAUSE_LAST_S)
                 continue
+            pause = ACCEPT_PAUSE_FIRST_S
+            if self.keep_fd_headroom and client.fileno() >= descriptor_ceiling():
+                self._refuse_near_limit(client)
+                continue
             if self._accept_trouble is not None:
                 self._accept_recovered()
-            pause = ACCEPT_PAUSE_FIRST_S
             nursery.start_soon(self.handle, trio.SocketStream(client))
+
+    def _refuse_near_limit(self, client: trio.socket.SocketType) -> None:
+        """Descriptors are numbered lowest first: a client given one this high means the
+        daemon is near its limit. The rest are kept for its own files (store, logs, turns)."""
+        if self._accept_trouble is None:
+            self._accept_trouble = "near the open-files limit"
+            self._refused_in_trouble = 0
+            log.warning(
+                "cannot accept connections; answering overloaded",
+                error=self._accept_trouble,
+                connections=len(self.connections),
+            )
+        _refuse(client)
+        self._refused_in_trouble += 1
 
     async def _accept_failed(self, exc: OSError, pause: float) -> None:
         """No room for a client: answer one waiting client if we can, then pause accepting."""
@@ -475,11 +498,8 @@ class Server:
                     client, _ = self._listening.accept()
                 except OSError:
                     break  # nobody waiting any more, or the slot was taken
-                with client:
-                    client.setblocking(False)
-                    # A fresh socket's buffer is empty: a small frame fits, or it is dropped.
-                    with contextlib.suppress(OSError):
-                        client.send(_OUT_OF_DESCRIPTORS_FRAME)
+                client.setblocking(False)
+                _refuse(client)
                 refused += 1
         finally:
             self._spare_fd = _reserve_descriptor()
@@ -531,6 +551,25 @@ class Server:
             await connection.serve()
         finally:
             self.connections.discard(connection)
+
+
+def descriptor_ceiling() -> int:
+    """The lowest descriptor number a client connection may not have.
+
+    The top sixteenth of the open-files limit (at least 8) stays for the daemon's
+    own files: the heartbeat, the store's connections, the logs and pipes of turns.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return soft - max(FD_HEADROOM_MIN, soft // FD_HEADROOM_SHARE)
+
+
+def _refuse(client: stdsocket.socket | trio.socket.SocketType) -> None:
+    """Tell a client just accepted that codyd is out of descriptors, and close it at once."""
+    with client, contextlib.suppress(OSError):
+        # A fresh socket's buffer is empty: the small frame fits without waiting, or is dropped.
+        os.write(client.fileno(), _OUT_OF_DESCRIPTORS_FRAME)
 
 
 def _reserve_descriptor() -> int | None:

@@ -8,6 +8,7 @@ took the daemon and every run with it. 1,500 random disconnect points here;
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import socket
@@ -21,6 +22,7 @@ import msgpack
 import pytest
 from disconnects import fd_kinds, hammer, tracebacks, usage
 
+from codyd.errors import Overloaded
 from codyd.protocol import pack
 
 from conftest import PY, Daemon, agent, wait_until
@@ -155,6 +157,7 @@ def test_three_hundred_followers_of_all_runs_dropped_at_once(
 # -- out of descriptors ---------------------------------------------------------------------------
 
 FD_LIMIT = 64
+HEARTBEAT_S = 0.2
 
 
 def _low_fd_limit() -> None:
@@ -165,7 +168,7 @@ def start_with_fd_limit(daemon: Daemon) -> Daemon:
     """The harness's daemon, started with RLIMIT_NOFILE lowered in the child only."""
     command = [PY, "-m", "codyd", "serve", "--socket", str(daemon.socket)]
     command += ["--state-dir", str(daemon.state_dir), "--log-format", "json"]
-    env = {**os.environ, "CODYD_LOG_LEVEL": "info"}
+    env = {**os.environ, "CODYD_LOG_LEVEL": "info", "CODYD_HEARTBEAT_S": str(HEARTBEAT_S)}
     env.pop("CODYD_CONFIG", None)
     with daemon.log_path.open("ab") as log:
         daemon.proc = subprocess.Popen(
@@ -193,8 +196,10 @@ def _answer_or_close(sock: socket.socket) -> dict[str, Any] | None:
 def test_out_of_descriptors_refuses_clients_and_recovers(
     daemon_factory: Callable[..., Daemon],
 ) -> None:
-    """Under RLIMIT_NOFILE=64, 80 idle clients: the daemon stays up, clients beyond its
-    descriptors get `overloaded` (id null) or a close, and once they leave it serves again."""
+    """Under RLIMIT_NOFILE=64, 80 idle clients: the daemon stays up (its heartbeat still
+    writes its file), clients beyond what it can hold get `overloaded` (id null) or a close,
+    and once they leave it serves again. The `accept()` EMFILE path itself is exercised in
+    test_server_inprocess.py, where the limit is cut to the descriptor."""
     daemon = start_with_fd_limit(daemon_factory(start=False))
     assert daemon.proc is not None
     idle = []
@@ -215,11 +220,29 @@ def test_out_of_descriptors_refuses_clients_and_recovers(
     assert all(
         a is None or (a["id"] is None and a["error"]["code"] == "overloaded") for a in refused
     )
+    heartbeat = daemon.state_dir / "heartbeat"
+    beat = json.loads(heartbeat.read_text())["ts"]
+    wait_until(lambda: heartbeat_after(heartbeat, beat + 2 * HEARTBEAT_S), 10, "two heartbeats")
     assert daemon.proc.poll() is None
     for sock in idle:
         sock.close()
-    wait_until(lambda: daemon.call("daemon.ping")["pong"], 10, "codyd to serve again")
+    wait_until(lambda: serves(daemon), 10, "codyd to serve again")
     wait_until(lambda: "accepting connections again" in daemon.log(), 10, "the episode to end")
     log = daemon.log()
     assert log.count("cannot accept connections") == 1  # one warning for the episode
     assert not tracebacks(log)
+
+
+def serves(daemon: Daemon) -> bool:
+    """True once a ping is answered; `overloaded` while the refused clients' sockets close."""
+    try:
+        return bool(daemon.call("daemon.ping")["pong"])
+    except Overloaded:
+        return False
+
+
+def heartbeat_after(path: Path, ts: float) -> bool:
+    try:
+        return bool(json.loads(path.read_text())["ts"] > ts)
+    except (OSError, ValueError):
+        return False  # replaced while we read it

@@ -8,7 +8,9 @@ returns normally, the connection's calls are over, and the server serves on.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -253,3 +255,64 @@ async def test_wait_calls_done_waits_for_the_last_call(server: Server, methods: 
             assert not done.is_set()
             await client.aclose()
             await done.wait()
+
+
+# -- out of descriptors in accept() -------------------------------------------------------------
+
+
+def _lowest_free_descriptor() -> int:
+    probe = os.open(os.devnull, os.O_RDONLY)
+    os.close(probe)
+    return probe
+
+
+async def _ping_or_refusal(client: trio.socket.SocketType) -> dict[str, Any] | None:
+    """Send a ping and read the first frame back; None if the daemon closed without one."""
+    with contextlib.suppress(OSError):  # a refused client may be closed before it sends
+        await client.send(pack({"id": 5, "method": "daemon.ping", "params": {}}))
+    decoder = FrameDecoder()
+    while True:
+        try:
+            data = await client.recv(65536)
+        except ConnectionResetError:
+            return None
+        if not data:
+            return None
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+async def test_out_of_descriptors_in_accept_answers_overloaded_then_recovers(
+    server: Server, tmp_path: Path
+) -> None:
+    """A real EMFILE: this process's limit is lowered to just above its open descriptors.
+    The clients the server has no descriptor for are answered `overloaded` through the spare
+    descriptor, with one warning; once the limit allows again, a new client is served."""
+    server.keep_fd_headroom = False  # else it refuses before the kernel does
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    clients = [trio.socket.socket(trio.socket.AF_UNIX) for _ in range(6)]
+    later = trio.socket.socket(trio.socket.AF_UNIX)
+    with structlog.testing.capture_logs() as logs, trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_lowest_free_descriptor() + 1, hard))
+            try:
+                for client in clients:
+                    await client.connect(str(server.path))
+                answers = [await _ping_or_refusal(client) for client in clients]
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            for client in clients:
+                client.close()
+            await later.connect(str(server.path))
+            assert await _ping_or_refusal(later) == {"id": 5, "result": {"pong": True}}
+            later.close()
+            nursery.cancel_scope.cancel()
+    served = [a for a in answers if a is not None and "result" in a]
+    refused = [a for a in answers if a is not None and "error" in a]
+    assert len(served) == 1 and len(refused) == len(clients) - 1, answers
+    assert all(a["id"] is None and a["error"]["code"] == "overloaded" for a in refused)
+    events = [entry["event"] for entry in logs]
+    assert events.count("cannot accept connections; answering overloaded and pausing") == 1
+    assert "accepting connections again" in events
