@@ -29,6 +29,7 @@ from codyd.systemd import Notifier
 log = structlog.get_logger("codyd")
 
 SHUTDOWN_MARGIN_S = 10.0
+STREAMS_FINAL_ANSWER_S = 0.5
 
 
 class StateDirBusy(Exception):
@@ -149,9 +150,8 @@ class Daemon:
             budget = min(self.config.shutdown_flush_s, deadline - 1.5 - trio.current_time())
             await self.mirror.flush(max(0.0, budget))
         # Give open streams a moment to send their final response.
-        with trio.move_on_after(0.5):
-            while any(c.calls for c in self.server.connections):
-                await trio.sleep(0.01)
+        with trio.move_on_after(STREAMS_FINAL_ANSWER_S):
+            await self.server.wait_calls_done()
         server_scope.cancel()
         log.info("socket closed", path=str(self.config.socket))
 

@@ -4,16 +4,26 @@ Each connection has one reader (frames in), request tasks (one per request, so
 responses may go out of order) and a send lock so frames never interleave.
 Protocol errors are answered and the connection closed; no client can crash
 the daemon or slow another connection.
+
+Faults stop at one place, :meth:`Server.handle`, which owns a connection from
+accept to close: a peer that resets, closes or half-closes its socket ends that
+connection and its calls (:class:`PeerGone`); any other exception escaping a
+connection is a bug, logged with its traceback, and it too ends only that
+connection. Running out of descriptors in ``accept()`` pauses accepting instead
+of ending the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import grp
 import os
+import resource
 import socket as stdsocket
 import stat
 import struct
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,10 +51,37 @@ STREAM_METHODS = frozenset({"run.events", "run.logs"})
 # Methods that never wait on anything: served inline, in order, by the connection's reader.
 INSTANT_METHODS = frozenset({"daemon.ping", "daemon.hello", "daemon.info", "rpc.cancel"})
 RECEIVE_BYTES = 65536
+# accept() failures that mean "no room now": the process or system is out of
+# descriptors, or the kernel out of buffers. Accepting pauses, growing from the
+# first pause to the last while the trouble lasts.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+OUT_OF_MEMORY = frozenset({errno.ENOBUFS, errno.ENOMEM})
+# A client that went away between the kernel queueing it and accept() taking it.
+ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+ACCEPT_PAUSE_FIRST_S = 0.01
+# Clients answered `overloaded` in one go while out of descriptors, before pausing.
+REFUSE_BURST = 64
+FD_HEADROOM_MIN = 8
+FD_HEADROOM_SHARE = 16
+ACCEPT_PAUSE_LAST_S = 0.5
 
 
 class StartupError(Exception):
     """The server cannot start (socket path taken, group unknown); codyd exits 1."""
+
+
+class PeerGone(Exception):
+    """This connection's peer is gone: it reset or closed its socket, or we closed ours.
+
+    Raised by every read and write of a :class:`Connection`, and so out of any call
+    that sends, it ends the whole connection at :meth:`Server.handle` and nowhere else.
+    """
+
+
+def _holds_peer_gone(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(PeerGone) is not None
+    return isinstance(exc, PeerGone)
 
 
 @dataclass
@@ -136,7 +173,13 @@ def _members(gid: int) -> list[str]:
 
 
 class Connection:
-    def __init__(self, server: Server, stream: trio.SocketStream, peer: Peer) -> None:
+    """One client: any byte stream and the peer at its other end.
+
+    A Unix socket in the daemon; an in-memory stream pair in tests, so that limits
+    and the ways a stream can end are exercised without a socket.
+    """
+
+    def __init__(self, server: Server, stream: trio.abc.Stream, peer: Peer) -> None:
         self.server = server
         self.stream = stream
         self.peer = peer
@@ -153,41 +196,55 @@ class Connection:
             self._send_lock.acquire_nowait()
         try:
             if self._closed:
-                raise trio.ClosedResourceError("connection closed")
-            await self.stream.send_all(frame)
+                raise PeerGone("connection closed")
+            try:
+                await self.stream.send_all(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise PeerGone(f"sending failed: {exc}") from exc
+            except BaseException:
+                # Cancelled mid-frame: what follows would not be framed; nothing may follow.
+                self._closed = True
+                raise
+        except PeerGone:
+            self._closed = True
+            raise
         finally:
             self._send_lock.release()
 
     async def send_error(self, request_id: int | None, error: CodydError) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self.send(error_response(request_id, error.to_wire()))
+        await self.send(error_response(request_id, error.to_wire()))
+
+    async def _receive(self) -> bytes | bytearray:
+        try:
+            return await self.stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise PeerGone(f"receiving failed: {exc}") from exc
 
     async def serve(self) -> None:
-        decoder = FrameDecoder(self.server.config.max_frame_bytes)
+        """Read requests until the peer closes its side; every call in flight ends with it."""
         async with trio.open_nursery() as nursery:
             try:
-                while True:
-                    data = await self.stream.receive_some(RECEIVE_BYTES)
-                    if not data:
-                        break
-                    try:
-                        messages = decoder.feed(data)
-                    except CodydError as exc:
-                        log.warning(
-                            "protocol error; closing connection",
-                            code=exc.code,
-                            error=exc.message,
-                            peer_pid=self.peer.pid,
-                        )
-                        await self.send_error(None, exc)
-                        break
-                    for message in messages:
-                        await self._accept(nursery, message)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+                await self._read_requests(nursery)
             finally:
                 self._closed = True
                 nursery.cancel_scope.cancel()
+
+    async def _read_requests(self, nursery: trio.Nursery) -> None:
+        decoder = FrameDecoder(self.server.config.max_frame_bytes)
+        while data := await self._receive():
+            try:
+                messages = decoder.feed(data)
+            except CodydError as exc:
+                log.warning(
+                    "protocol error; closing connection",
+                    code=exc.code,
+                    error=exc.message,
+                    peer_pid=self.peer.pid,
+                )
+                await self.send_error(None, exc)
+                return
+            for message in messages:
+                await self._accept(nursery, message)
 
     async def _accept(self, nursery: trio.Nursery, message: dict[str, Any]) -> None:
         try:
@@ -221,11 +278,16 @@ class Connection:
             nursery.start_soon(self._run_call, call)
 
     async def _run_call(self, call: Call) -> None:
-        response = await self._respond(call)
-        # Out of the table before the answer leaves: the client may reuse the id at once.
-        self.calls.pop(call.request.id, None)
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        self.server.call_began()
+        try:
+            response = await self._respond(call)
+            # Out of the table before the answer leaves: the client may reuse the id at once.
+            self.calls.pop(call.request.id, None)
             await self.send(response)
+        finally:
+            if self.calls.get(call.request.id) is call:
+                del self.calls[call.request.id]
+            self.server.call_ended()
 
     async def _respond(self, call: Call) -> dict[str, Any]:
         request = call.request
@@ -239,9 +301,9 @@ class Connection:
                     "request failed", method=request.method, code=exc.code, error=exc.message
                 )
             return error_response(request.id, exc.to_wire())
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            raise
-        except Exception:
+        except Exception as exc:
+            if _holds_peer_gone(exc):
+                raise  # the connection is over, not the request: Server.handle ends it
             log.exception("request crashed", method=request.method)
             return error_response(
                 request.id, Internal("internal error; see the daemon log").to_wire()
@@ -258,6 +320,31 @@ class Server:
         # Checked before each request so a quiet daemon pays nothing for debug logging.
         self.debug = config.log_level == "debug"
         self._sock: trio.socket.SocketType | None = None
+        self._listening: stdsocket.socket | None = None
+        # Held so that, out of descriptors, one can be freed to answer a waiting client.
+        self._spare_fd: int | None = None
+        self._calls = 0
+        self._no_calls = trio.Event()
+        self._no_calls.set()
+        self._accept_trouble: str | None = None
+        # Refuse clients before the last descriptors go (see descriptor_ceiling).
+        self.keep_fd_headroom = True
+        self._refused_in_trouble = 0
+
+    def call_began(self) -> None:
+        if self._calls == 0:
+            self._no_calls = trio.Event()
+        self._calls += 1
+
+    def call_ended(self) -> None:
+        self._calls -= 1
+        if self._calls == 0:
+            self._no_calls.set()
+
+    async def wait_calls_done(self) -> None:
+        """Return once no call of any connection is in flight: each answered or abandoned."""
+        while self._calls:
+            await self._no_calls.wait()
 
     def _prepare_path(self) -> None:
         parent = self.path.parent
@@ -310,56 +397,196 @@ class Server:
             raise
         finally:
             os.umask(old_umask)
+        self._listening = sock
         self._sock = trio.socket.from_stdlib_socket(sock)
+        self._spare_fd = _reserve_descriptor()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self.bind()
         sock = self._sock
         assert sock is not None
         try:
-            listener = trio.SocketListener(sock)
             async with trio.open_nursery() as nursery:
                 task_status.started()
-                while True:
-                    stream = await listener.accept()
-                    nursery.start_soon(self._handle, stream)
+                await self._accept_forever(sock, nursery)
         finally:
             with contextlib.suppress(OSError):
                 self.path.unlink()
             sock.close()
-            self._sock = None
+            self._sock = self._listening = None
+            if self._spare_fd is not None:
+                os.close(self._spare_fd)
+                self._spare_fd = None
 
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            peer = peer_credentials(stream.socket)
-            if not self.policy.allows(peer):
-                log.warning(
-                    "connection refused: peer not allowed", peer_uid=peer.uid, peer_pid=peer.pid
-                )
-                await _send_and_close(
-                    stream, Unauthorized(f"uid {peer.uid} is not allowed to use codyd")
-                )
-                return
-            if len(self.connections) >= self.config.max_connections:
-                await _send_and_close(
-                    stream,
-                    Overloaded(f"codyd has max_connections={self.config.max_connections} clients"),
-                )
-                return
-            connection = Connection(self, stream, peer)
-            self.connections.add(connection)
+    async def _accept_forever(self, sock: trio.socket.SocketType, nursery: trio.Nursery) -> None:
+        pause = ACCEPT_PAUSE_FIRST_S
+        while True:
             try:
-                await connection.serve()
-            finally:
-                self.connections.discard(connection)
+                client, _ = await sock.accept()
+            except OSError as exc:
+                if exc.errno in ACCEPT_ABORTED:
+                    continue
+                if exc.errno not in OUT_OF_DESCRIPTORS | OUT_OF_MEMORY:
+                    raise
+                await self._accept_failed(exc, pause)
+                pause = min(pause * 2, ACCEPT_PAUSE_LAST_S)
+                continue
+            pause = ACCEPT_PAUSE_FIRST_S
+            if self.keep_fd_headroom and client.fileno() >= descriptor_ceiling():
+                self._refuse_near_limit(client)
+                continue
+            if self._accept_trouble is not None:
+                self._accept_recovered()
+            nursery.start_soon(self.handle, trio.SocketStream(client))
+
+    def _refuse_near_limit(self, client: trio.socket.SocketType) -> None:
+        """Descriptors are numbered lowest first: a client given one this high means the
+        daemon is near its limit. The rest are kept for its own files (store, logs, turns)."""
+        if self._accept_trouble is None:
+            self._accept_trouble = "near the open-files limit"
+            self._refused_in_trouble = 0
+            log.warning(
+                "cannot accept connections; answering overloaded",
+                error=self._accept_trouble,
+                connections=len(self.connections),
+            )
+        _refuse(client)
+        self._refused_in_trouble += 1
+
+    async def _accept_failed(self, exc: OSError, pause: float) -> None:
+        """No room for a client: answer one waiting client if we can, then pause accepting."""
+        if self._accept_trouble is None:
+            self._accept_trouble = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            self._refused_in_trouble = 0
+            log.warning(
+                "cannot accept connections; answering overloaded and pausing",
+                error=self._accept_trouble,
+                connections=len(self.connections),
+            )
+        if exc.errno in OUT_OF_DESCRIPTORS:
+            self._refused_in_trouble += self._refuse_waiting()
+        await trio.sleep(pause)
+        assert self._listening is not None
+        # accept() fails for lack of descriptors whether or not anyone is waiting:
+        # go round again only once someone is.
+        await trio.lowlevel.wait_readable(self._listening)
+
+    def _accept_recovered(self) -> None:
+        log.info(
+            "accepting connections again",
+            after=self._accept_trouble,
+            refused=self._refused_in_trouble,
+        )
+        self._accept_trouble = None
+        if self._spare_fd is None:
+            self._spare_fd = _reserve_descriptor()
+
+    def _refuse_waiting(self) -> int:
+        """Free the spare descriptor to tell each waiting client ``overloaded`` and close it.
+
+        Returns how many were answered. The spare is taken back before anything else
+        in the daemon can claim the freed slot for good.
+        """
+        if self._spare_fd is None or self._listening is None:
+            return 0
+        os.close(self._spare_fd)
+        self._spare_fd = None
+        refused = 0
+        try:
+            while refused < REFUSE_BURST:
+                try:
+                    client, _ = self._listening.accept()
+                except OSError:
+                    break  # nobody waiting any more, or the slot was taken
+                client.setblocking(False)
+                _refuse(client)
+                refused += 1
+        finally:
+            self._spare_fd = _reserve_descriptor()
+        return refused
+
+    async def handle(self, stream: trio.abc.Stream, peer: Peer | None = None) -> None:
+        """Serve one client from accept to close: the one place where its faults stop.
+
+        ``peer`` is read from the socket's credentials when not given. A peer that
+        resets, closes or stops answering ends this connection and its calls; any
+        other exception out of it is a bug, logged with its traceback, that also
+        ends this connection and nothing else.
+        """
+        try:
+            async with stream:
+                await self._admit_and_serve(stream, peer)
+        except* (PeerGone, trio.BrokenResourceError, trio.ClosedResourceError):
+            if self.debug:
+                log.debug("connection ended by its peer")
+        except* Exception:
+            log.exception("connection failed; closed it")
+
+    async def _admit_and_serve(self, stream: trio.abc.Stream, peer: Peer | None) -> None:
+        if peer is None:
+            if not isinstance(stream, trio.SocketStream):
+                raise TypeError("a peer must be given for a stream that is not a socket")
+            try:
+                peer = peer_credentials(stream.socket)
+            except OSError as exc:
+                log.warning("connection dropped: its peer credentials are unreadable", error=exc)
+                return
+        if not self.policy.allows(peer):
+            log.warning(
+                "connection refused: peer not allowed", peer_uid=peer.uid, peer_pid=peer.pid
+            )
+            await _send_and_close(
+                stream, Unauthorized(f"uid {peer.uid} is not allowed to use codyd")
+            )
+            return
+        if len(self.connections) >= self.config.max_connections:
+            await _send_and_close(
+                stream,
+                Overloaded(f"codyd has max_connections={self.config.max_connections} clients"),
+            )
+            return
+        connection = Connection(self, stream, peer)
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
 
 
-async def _send_and_close(stream: trio.SocketStream, error: CodydError) -> None:
-    with (
-        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
-        trio.move_on_after(1),
-    ):
+def descriptor_ceiling() -> int:
+    """The lowest descriptor number a client connection may not have.
+
+    The top sixteenth of the open-files limit (at least 8) stays for the daemon's
+    own files: the heartbeat, the store's connections, the logs and pipes of turns.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return soft - max(FD_HEADROOM_MIN, soft // FD_HEADROOM_SHARE)
+
+
+def _refuse(client: stdsocket.socket | trio.socket.SocketType) -> None:
+    """Tell a client just accepted that codyd is out of descriptors, and close it at once."""
+    with client, contextlib.suppress(OSError):
+        # A fresh socket's buffer is empty: the small frame fits without waiting, or is dropped.
+        os.write(client.fileno(), _OUT_OF_DESCRIPTORS_FRAME)
+
+
+def _reserve_descriptor() -> int | None:
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # out of descriptors already: the next recovery takes one
+
+
+async def _send_and_close(stream: trio.abc.Stream, error: CodydError) -> None:
+    """A refusal: one error frame (a peer that does not read it gets no longer than 1 s)."""
+    with trio.move_on_after(1):
         await stream.send_all(pack(error_response(None, error.to_wire())))
 
 
-__all__ = ["Call", "FrameTooLarge", "Server"]
+_OUT_OF_DESCRIPTORS_FRAME = pack(
+    error_response(None, Overloaded("codyd is out of file descriptors; retry later").to_wire())
+)
+
+__all__ = ["Call", "Connection", "FrameTooLarge", "Peer", "PeerGone", "Server"]
