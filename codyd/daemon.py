@@ -30,6 +30,7 @@ log = structlog.get_logger("codyd")
 
 SHUTDOWN_MARGIN_S = 10.0
 STREAMS_FINAL_ANSWER_S = 0.5
+RENEW_RETRY_S = 0.1  # the first retry of a lease renewal that failed unexpectedly
 
 
 class StateDirBusy(Exception):
@@ -165,13 +166,24 @@ class Daemon:
         """Every held lease, in one round trip, every lease_ttl_s / 3.
 
         Its own task: a slow Redis delays renewals, never the heartbeat (and so
-        never systemd's watchdog).
+        never systemd's watchdog). An unexpected error in a renewal is logged
+        and the renewal tried again sooner, backing off (doubling from 0.1 s up
+        to the period): the daemon and its runs go on.
         """
+        period = self.config.lease_ttl_s / 3
+        failures = 0
         while True:
-            await trio.sleep(self.config.lease_ttl_s / 3)
-            lost = await self.supervisor.leases.renew_all()
-            for run_id, holder in lost.items():
-                self.supervisor.lease_lost(run_id, holder)
+            retry_in = RENEW_RETRY_S * 2 ** min(failures - 1, 16) if failures else period
+            await trio.sleep(min(period, retry_in))
+            try:
+                lost = await self.supervisor.leases.renew_all()
+                for run_id, holder in lost.items():
+                    self.supervisor.lease_lost(run_id, holder)
+            except Exception:
+                failures += 1
+                log.exception("lease renewal failed; retrying", failures=failures)
+            else:
+                failures = 0
 
     async def _heartbeat(self) -> None:
         period = self.config.heartbeat_s

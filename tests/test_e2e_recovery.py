@@ -141,3 +141,32 @@ def test_orphans_reparented_to_codyd_are_reaped(daemon: Daemon, tmp_path: Path) 
     daemon.call("run.cancel", {"run_id": "reap"})
     daemon.wait_state("reap", "cancelled")
     wait_until(lambda: not os.path.exists(f"/proc/{escapee}"), what="the zombie to be reaped")
+
+
+# The first turn sleeps (to be interrupted or lost), every later one ends at once.
+SLEEPS_ONCE = ["sh", "-c", "cat >/dev/null; [ -e slept ] && exit 0; touch slept; exec sleep 60"]
+
+
+def test_interrupted_last_turn_is_not_counted(daemon: Daemon) -> None:
+    """max_turns=1 and its only turn interrupted by SIGTERM: after restart a new turn runs, then it completes."""
+    daemon.start_run(SLEEPS_ONCE, run_id="int1", max_turns=1)
+    daemon.wait_event("int1", "turn_started")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    daemon.start()
+    final = daemon.wait_state("int1", "completed", "failed")
+    assert final["state"] == "completed" and final["completion"]["reason"] == "max_turns"
+    ended = [e for e in daemon.events("int1") if e["type"] == "turn_completed"]
+    assert [(e["turn"], e["data"]["outcome"]) for e in ended] == [(1, "interrupted"), (2, "ok")]
+
+
+def test_lost_last_turn_is_not_counted(daemon: Daemon) -> None:
+    """max_turns=1 and its only turn lost to kill -9: after restart a new turn runs, then it completes."""
+    daemon.start_run(SLEEPS_ONCE, run_id="lost1", max_turns=1)
+    daemon.wait_event("lost1", "turn_started")
+    kill9(daemon)
+    daemon.start()
+    final = daemon.wait_state("lost1", "completed", "failed")
+    assert final["state"] == "completed" and final["completion"]["reason"] == "max_turns"
+    ended = [e for e in daemon.events("lost1") if e["type"] == "turn_completed"]
+    assert [(e["turn"], e["data"]["outcome"]) for e in ended] == [(1, "lost"), (2, "ok")]

@@ -14,10 +14,17 @@ from codyd.agents import Parsed, adapter_for
 from codyd.events import LIFECYCLE_TYPES
 from codyd.redact import redact_text, redact_value, secret_values
 from codyd.runs.output import OutputThrottle
-from codyd.runs.prompt import PromptError, build_prompt
+from codyd.runs.prompt import BuiltPrompt, PromptError, build_prompt
 from codyd.runs.record import RunRecord, Tokens
 from codyd.runs.state import Phase, State
-from codyd.runs.turn import Turn, TurnHooks, TurnPlan, TurnResult, agent_environment
+from codyd.runs.turn import (
+    Turn,
+    TurnHooks,
+    TurnPlan,
+    TurnResult,
+    agent_environment,
+    workspace_gone,
+)
 from codyd.runs.watch import LogWatcher, watched_files
 from codyd.telemetry.ansi import strip_ansi
 from codyd.telemetry.sentinel import parse_sentinel
@@ -25,12 +32,15 @@ from codyd.telemetry.test_summary import TestSummaryDetector
 
 if TYPE_CHECKING:
     from codyd.runs.supervisor import Supervisor
+    from codyd.spec import RunSpec
 
 log = structlog.get_logger("codyd.run")
 
 USAGE_EVENTS = frozenset({"token_usage", "cost"})
 PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})
 FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
+# Not counted toward max_turns: the daemon ended the turn, or no agent ran (SPEC 2.1).
+UNCOUNTED_OUTCOMES = frozenset({"interrupted", "lost", "spawn_failed"})
 MAX_BACKOFF_S = 300.0
 ACTIVITY_SAVE_S = 2.0
 LOG_CHECK_S = 1.0
@@ -99,23 +109,51 @@ class RunDriver:
     # -- the loop ---------------------------------------------------------------------------
 
     async def drive(self) -> None:
+        """Turn after turn until the run leaves ``running``; errors go to the supervisor."""
         record = self.record
-        try:
-            while record.state is State.RUNNING and not self._stopped():
-                if not await self._hold_lease() or self._stopped():
-                    break
-                if self._finish_if_done():
-                    break
-                result = await self._one_turn()
-                if self._after_turn(result):
-                    break
-                if record.consecutive_failures and record.state is State.RUNNING:
-                    await self._backoff()
-            self._settle()
-        finally:
-            record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
-            self.store.save(record)
-            self.supervisor.driver_done(self)
+        while record.state is State.RUNNING and not self._stopped():
+            if not await self._hold_lease() or self._stopped():
+                break
+            if self._finish_if_done():
+                break
+            result = await self._one_turn()
+            if self._after_turn(result):
+                break
+            if record.consecutive_failures and record.state is State.RUNNING:
+                await self._backoff()
+        self._settle()
+
+    def park(self) -> None:
+        """The driver ends: a run it leaves non-running is idle."""
+        record = self.record
+        record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
+        self.store.save(record)
+
+    def fail_internal(self, exc: BaseException) -> None:
+        """A bug of codyd's met while driving this run: the run fails, nothing else does.
+
+        The turn in progress (its agent already stopped by the turn) is closed with
+        outcome ``error``, so that recovery never takes it for a lost one.
+        """
+        record = self.record
+        cause = _innermost(exc)
+        message = f"internal error in codyd: {type(cause).__name__}: {cause}"
+        if self.turn is not None:
+            self.turn = None
+            record.pid = None
+            self.store.save_turn(
+                record.run_id, record.current_turn, ended_at=time.time(), outcome="error"
+            )
+            self._emit("turn_completed", _turn_completed_data("error", message))
+        error = {"code": "internal", "message": message, "retryable": True}
+        self.store.compare_and_set(
+            record,
+            {State.RUNNING, State.PAUSING, State.CANCELLING},
+            State.FAILED,
+            ("run_failed", {"error": error}),
+            error=error,
+            phase=Phase.IDLE,
+        )
 
     def _stopped(self) -> bool:
         return self.interrupted or self.lease_holder is not None
@@ -182,11 +220,6 @@ class RunDriver:
     async def _one_turn(self) -> TurnResult:
         record = self.record
         n = record.current_turn + 1
-        try:
-            prompt = build_prompt(self.spec)
-        except PromptError as exc:
-            prompt = None
-            prompt_error = str(exc)
         self.adapter = adapter_for(self.spec.agent)
         resume = self.spec.resume_session and self.adapter.resumes_sessions
         session = record.session_id if resume else None
@@ -201,7 +234,7 @@ class RunDriver:
             argv=argv,
             cwd=self.spec.workspace,
             env=agent_environment(os.environ, self.spec.env, record.run_id, n, self.spec.workspace),
-            prompt=prompt.text if prompt else b"",
+            prompt=b"",  # built below, once a stop can find the turn
             turn_dir=self.supervisor.turn_dir(record.run_id, n),
             max_log_bytes=self.config.max_turn_log_bytes,
             max_line_bytes=self.config.max_line_bytes,
@@ -228,10 +261,14 @@ class RunDriver:
         self._turn_cost = 0.0
         self._detectors = {}
         self.store.save(record)
-        if prompt is None:
-            self._warn(prompt_error)
-            result = TurnResult("error", None, 0, error_message=prompt_error)
+        # Off the event loop: the prompt and context files are the workspace's, on any disk.
+        prompt = await trio.to_thread.run_sync(_read_prompt, self.spec)
+        if isinstance(prompt, TurnResult):
+            if prompt.error_message is not None and not prompt.fatal:
+                self._warn(prompt.error_message)
+            result = prompt
         else:
+            plan.prompt = prompt.text
             for warning in prompt.warnings:
                 self._warn(warning)
             result = await self._run_with_output(turn)
@@ -463,6 +500,8 @@ class RunDriver:
             record.consecutive_failures += 1
         elif result.outcome == "ok":
             record.consecutive_failures = 0
+        if result.outcome in UNCOUNTED_OUTCOMES:
+            record.uncounted_turns += 1
         self.store.save_turn(
             record.run_id,
             record.current_turn,
@@ -470,25 +509,23 @@ class RunDriver:
             outcome=result.outcome,
             exit_code=result.exit_code,
         )
-        self._emit(
-            "turn_completed",
-            {
-                "outcome": result.outcome,
-                "exit_code": result.exit_code,
-                "duration_ms": result.duration_ms,
-                "tokens": self._turn_tokens.to_wire(),
-                "cost_usd": self._turn_cost,
-                "stderr_tail": None
-                if result.stderr_tail is None
-                else self._redact(result.stderr_tail),
-            },
+        message = None if result.error_message is None else self._redact(result.error_message)
+        data = _turn_completed_data(result.outcome, message)
+        data.update(
+            exit_code=result.exit_code,
+            duration_ms=result.duration_ms,
+            tokens=self._turn_tokens.to_wire(),
+            cost_usd=self._turn_cost,
+            stderr_tail=None if result.stderr_tail is None else self._redact(result.stderr_tail),
         )
+        self._emit("turn_completed", data)
         log.info(
             "turn completed",
             run_id=record.run_id,
             turn=record.current_turn,
             outcome=result.outcome,
             exit_code=result.exit_code,
+            error=result.error_message,
         )
         record.phase = Phase.BETWEEN_TURNS
         if result.outcome == "interrupted" or self.interrupted:
@@ -529,7 +566,8 @@ class RunDriver:
         too_many_failures = record.consecutive_failures >= self.spec.max_consecutive_failures
         if reason is None and failed and too_many_failures:
             return False  # the caller fails the run with the turn's outcome
-        if reason is None and record.current_turn >= self.spec.max_turns:
+        counted = record.current_turn - record.uncounted_turns
+        if reason is None and counted >= self.spec.max_turns:
             reason = "max_turns"
         if reason is not None:
             self._complete(reason)
@@ -597,6 +635,40 @@ def workspace_relative(path: str, workspace: str) -> str:
     if normalized == workspace or normalized.startswith(workspace.rstrip("/") + "/"):
         return os.path.relpath(normalized, workspace)
     return normalized
+
+
+def _read_prompt(spec: RunSpec) -> BuiltPrompt | TurnResult:
+    """The turn's prompt, or how the turn ends without one (blocking: in a worker thread).
+
+    A workspace that is gone fails the run at once, like a missing binary: no
+    later turn could run in it.
+    """
+    if not os.path.isdir(spec.workspace):
+        message = workspace_gone(spec.workspace)
+        return TurnResult("spawn_failed", None, 0, error_message=message, fatal=True)
+    try:
+        return build_prompt(spec)
+    except PromptError as exc:
+        return TurnResult("error", None, 0, error_message=str(exc))
+
+
+def _turn_completed_data(outcome: str, error_message: str | None) -> dict[str, Any]:
+    return {
+        "outcome": outcome,
+        "exit_code": None,
+        "duration_ms": 0,
+        "tokens": Tokens().to_wire(),
+        "cost_usd": 0.0,
+        "stderr_tail": None,
+        "error": None if error_message is None else {"code": outcome, "message": error_message},
+    }
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The exception a task group wrapped (trio groups a task's error with its siblings')."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def _monotonic_to_trio(when: float) -> float:

@@ -9,6 +9,7 @@ Liveness comes from ``/proc``: a zombie (state Z) is no longer running, and
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import time
@@ -22,14 +23,28 @@ import trio
 PROC = Path("/proc")
 STOP_POLL_S = 0.02
 REAP_RETRY_S = 0.05
+# After SIGKILL: how long processes seen alive may take to go (an unkillable one is
+# left to the reaper), and how long a stop keeps trying while /proc cannot be read.
+KILL_WAIT_S = 5.0
+UNSEEN_WAIT_S = 60.0
+UNSEEN_RESEND_S = 0.5
+# Errors that say "could not look" (out of descriptors or memory), never "gone".
+RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _stat_fields(pid: int, strict: bool = False) -> list[str] | None:
+    """The stat fields after the command name; None if the process is gone.
+
+    ``strict``: an error that says nothing about the process (no descriptor
+    left) is raised rather than taken for its absence.
+    """
     try:
         # Plain open(): a scan reads every process's stat, and pathlib's overhead showed.
         with open(f"/proc/{pid}/stat", "rb") as handle:
             raw = handle.read()
-    except OSError:
+    except OSError as exc:
+        if strict and exc.errno in RESOURCE_ERRNOS:
+            raise
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     tail = raw[raw.rfind(b")") + 2 :].decode("ascii", "replace")
@@ -52,11 +67,25 @@ def is_same_process(pid: int, ticks: int | None) -> bool:
     return ticks is None or int(fields[19]) == ticks
 
 
+def identify(pid: int, ticks: int | None) -> str:
+    """``same`` (alive, started at ``ticks``), ``dead`` (gone or a zombie) or ``other``.
+
+    ``other`` is a live process under that pid that cannot be shown to be the one
+    started at ``ticks`` (a reused pid, or no start time to compare).
+    """
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] == "Z":
+        return "dead"
+    if ticks is not None and len(fields) >= 20 and int(fields[19]) == ticks:
+        return "same"
+    return "other"
+
+
 def _scan() -> list[tuple[int, list[str]]]:
     table = []
     for entry in os.scandir(PROC):
         if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
+            fields = _stat_fields(int(entry.name), strict=True)
             if fields is not None and len(fields) >= 20:
                 table.append((int(entry.name), fields))
     return table
@@ -125,7 +154,9 @@ class _ProcessTable:
         if cached is None:
             try:
                 environ = (PROC / str(pid) / "environ").read_bytes()
-            except OSError:
+            except OSError as exc:
+                if exc.errno in RESOURCE_ERRNOS:
+                    raise  # not known: never remembered as unmarked
                 environ = b""
             cached = self._marks[key] = _marks_in(environ)
         return cached
@@ -178,7 +209,8 @@ def turn_processes(
     """Every live process of a turn: its process group, and marked processes that left it.
 
     ``since`` (a ``time.monotonic()`` instant) accepts a snapshot of /proc begun at or
-    after it: stops requested together are then decided on one walk.
+    after it: stops requested together are then decided on one walk. Raises OSError
+    when /proc cannot be read (no descriptor left): that is no answer.
     """
     _TABLE.processes(shared, since)
     members = set(_TABLE.group(pgid)) if pgid is not None else set()
@@ -210,22 +242,75 @@ async def stop_group(
     with ``setsid``, say). Who gets SIGTERM is read from /proc as it was at some
     moment since ``requested_at`` (the ``time.monotonic()`` of the stop request;
     default: now).
+
+    When /proc cannot be read (the daemon is out of descriptors), "could not
+    look" is never taken for "gone": the group is signalled by its pgid (which
+    needs no descriptor), and the stop goes on, SIGKILL sent again and again,
+    until a look succeeds or the kernel says the group is gone (for at most
+    ``UNSEEN_WAIT_S``).
     """
-    alive = turn_processes(pgid, mark, since=requested_at)
-    if not alive:
+    alive = _look(pgid, mark, since=requested_at)
+    if alive is not None and not alive:
         return
-    if _signal_all(pgid, alive, signal.SIGTERM) and on_signal is not None:
+    if _signal_all(pgid, alive or set(), signal.SIGTERM) and on_signal is not None:
         await _maybe_await(on_signal("SIGTERM"))
     with trio.move_on_after(sigkill_delay_s):
-        while turn_processes(pgid, mark, shared=True):
+        while not _gone(pgid, mark):
             await trio.sleep(STOP_POLL_S)
         return
-    alive = turn_processes(pgid, mark)
-    if alive and _signal_all(pgid, alive, signal.SIGKILL) and on_signal is not None:
+    alive = _look(pgid, mark)
+    if alive is not None and not alive:
+        return
+    if _signal_all(pgid, alive or set(), signal.SIGKILL) and on_signal is not None:
         await _maybe_await(on_signal("SIGKILL"))
-    with trio.move_on_after(5.0):
-        while turn_processes(pgid, mark, shared=True):
+    with trio.move_on_after(KILL_WAIT_S):
+        while not _gone(pgid, mark):
             await trio.sleep(STOP_POLL_S)
+        return
+    await _kill_unseen(pgid, mark)
+
+
+async def _kill_unseen(pgid: int | None, mark: TurnMark | None) -> None:
+    """Go on killing while /proc cannot be read; processes seen alive after SIGKILL are left."""
+    if _look(pgid, mark) is not None:
+        return  # seen alive after SIGKILL: unkillable for now, left to the orphan reaper
+    with trio.move_on_after(UNSEEN_WAIT_S):
+        while (alive := _look(pgid, mark)) is None and not _gone(pgid, mark):
+            _signal_all(pgid, set(), signal.SIGKILL)
+            await trio.sleep(UNSEEN_RESEND_S)
+        if alive:
+            _signal_all(pgid, alive, signal.SIGKILL)  # the first look that sees them all
+            with trio.move_on_after(KILL_WAIT_S):
+                while not _gone(pgid, mark):
+                    await trio.sleep(STOP_POLL_S)
+
+
+def _look(
+    pgid: int | None, mark: TurnMark | None, shared: bool = False, since: float | None = None
+) -> set[int] | None:
+    """The turn's live processes, or None when /proc cannot be read just now."""
+    try:
+        return turn_processes(pgid, mark, shared=shared, since=since)
+    except OSError as exc:
+        if exc.errno not in RESOURCE_ERRNOS:
+            raise
+        return None
+
+
+def _gone(pgid: int | None, mark: TurnMark | None) -> bool:
+    """True only when known: by /proc, or by the kernel saying the group has no member."""
+    alive = _look(pgid, mark, shared=True)
+    if alive is not None:
+        return not alive
+    if pgid is None:
+        return False
+    try:
+        os.killpg(pgid, 0)  # a zombie member still counts: its reaper is on the way
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
 
 
 async def _maybe_await(value: Awaitable[None] | None) -> None:

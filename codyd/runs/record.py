@@ -130,6 +130,9 @@ class RunRecord:
     last_seq: int = 0
     oldest_seq: int = 1
     consecutive_failures: int = 0
+    # Turns that do not count toward max_turns: ended by the daemon itself (interrupted,
+    # lost) or never started (spawn_failed) (SPEC 2.1).
+    uncounted_turns: int = 0
     # Once a sentinel reported test results, text summaries are no longer counted (SPEC 2.6).
     sentinel_tests: bool = False
     # agents.<name>.usage = "session_total": the last totals reported by the session.

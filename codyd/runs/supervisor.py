@@ -153,7 +153,34 @@ class Supervisor:
         driver = RunDriver(self, record)
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
-        self._nursery.start_soon(driver.drive)
+        self._nursery.start_soon(self._drive, driver)
+
+    async def _drive(self, driver: RunDriver) -> None:
+        """Drive one run; a fault met on the way is that run's, never the daemon's.
+
+        An unexpected exception from the run's driver, its turn or its agent's
+        output parser (a bug of codyd's) fails that run alone: ``error = {code:
+        "internal", message, retryable: true}`` (the run itself may well succeed
+        when started again; the bug is ours), its traceback logged with the run
+        id. The turn has stopped its agent's processes on the way out. Every other
+        run, connection and task goes on. Cancellation (the daemon ending) is
+        not a fault and passes through.
+        """
+        run_id = driver.record.run_id
+        try:
+            await driver.drive()
+        except Exception as exc:
+            log.error("run failed on an internal error", run_id=run_id, exc_info=exc)
+            try:
+                driver.fail_internal(exc)
+            except Exception:
+                log.exception("cannot record the run's internal error", run_id=run_id)
+        finally:
+            try:
+                driver.park()
+            except Exception:
+                log.exception("cannot save the run as its driver ends", run_id=run_id)
+            self.driver_done(driver)
 
     def driver_done(self, driver: RunDriver) -> None:
         self.drivers.pop(driver.record.run_id, None)
@@ -342,10 +369,13 @@ class Supervisor:
                 record = self.store.runs.get(run_id)
                 # A crash is no time for long goodbyes.
                 delay = min(record.spec.sigkill_delay_s if record is not None else 2.0, 2.0)
-                same = pid is not None and ticks is not None and procs.is_same_process(pid, ticks)
+                identity = procs.identify(pid, ticks) if pid is not None else "dead"
+                same = identity == "same"
                 if pid is not None and not same:
                     log.info(
-                        "lost turn's pid names another process now; leaving it",
+                        "lost turn's agent is dead"
+                        if identity == "dead"
+                        else "lost turn's pid names another process now; leaving it",
                         run_id=run_id,
                         turn=n,
                         pid=pid,
@@ -370,6 +400,7 @@ class Supervisor:
 
     def _record_lost(self, record: RunRecord, n: int) -> None:
         record.stats.turns += 1
+        record.uncounted_turns += 1  # the daemon's loss, not the run's turn (SPEC 2.1)
         data = {
             "outcome": "lost",
             "exit_code": None,
@@ -377,6 +408,7 @@ class Supervisor:
             "tokens": {"input": 0, "output": 0, "cached": 0},
             "cost_usd": 0.0,
             "stderr_tail": None,
+            "error": None,
         }
         self.store.append(record, "turn_completed", data, turn=n)
 

@@ -160,11 +160,12 @@ class Turn:
         # disk. Shielded: a cancellation landing here would abandon a started agent.
         with trio.CancelScope(shield=True):
             files, spawned = await trio.to_thread.run_sync(_start, plan)
+        if files is None:
+            assert isinstance(spawned, SpawnFailure)
+            return spawned.result()
         try:
-            if isinstance(spawned, OSError):
-                message = f"cannot start {plan.argv[0]!r}: {spawned.strerror or spawned}"
-                fatal = spawned.errno in FATAL_SPAWN_ERRNOS
-                return TurnResult("spawn_failed", None, 0, error_message=message, fatal=fatal)
+            if isinstance(spawned, SpawnFailure):
+                return spawned.result()
             if self.stop_requested_at is not None:
                 # Asked to stop while the agent was being started: the walks of /proc
                 # that may answer the stop must be ones that can see the agent.
@@ -297,19 +298,57 @@ class Turn:
         await self._stop_group_once(pid, self.stop_requested_at)
 
 
-def _start(plan: TurnPlan) -> tuple[TurnFiles, Started | OSError]:
-    """Make the turn's files and start its agent (in a worker thread: both may block)."""
-    files = TurnFiles(plan)
+@dataclass(frozen=True, slots=True)
+class SpawnFailure:
+    """Why a turn's agent could not be started, and whether a later turn could do better."""
+
+    message: str
+    fatal: bool
+
+    def result(self) -> TurnResult:
+        return TurnResult("spawn_failed", None, 0, error_message=self.message, fatal=self.fatal)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``Too many open files (EMFILE)``: the errno by name, so that the cause can be looked up."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
+
+
+def _start(plan: TurnPlan) -> tuple[TurnFiles | None, Started | SpawnFailure]:
+    """Make the turn's files and start its agent (in a worker thread: both may block).
+
+    Running out of descriptors or disk is a ``spawn_failed`` that a later turn may
+    not meet; a missing binary or workspace is one that no retry can help.
+    """
+    try:
+        files = TurnFiles(plan)
+    except OSError as exc:
+        message = f"cannot create the turn's files in {plan.turn_dir}: {describe_os_error(exc)}"
+        return None, SpawnFailure(message, fatal=False)
     try:
         started = spawn(plan.argv, plan.cwd, plan.env)
         # The start time guards recovery against a reused pid (SPEC 2.7).
         files.record_pid(started.popen.pid, started.ticks)
         return files, started
     except OSError as exc:
-        return files, exc
+        return files, _spawn_failure(plan, exc)
     except BaseException:
         files.close()
         raise
+
+
+def _spawn_failure(plan: TurnPlan, exc: OSError) -> SpawnFailure:
+    if not os.path.isdir(plan.cwd):
+        # Popen says ENOENT for a missing cwd as for a missing binary: tell them apart.
+        return SpawnFailure(workspace_gone(plan.cwd), fatal=True)
+    message = f"cannot start {plan.argv[0]!r}: {describe_os_error(exc)}"
+    return SpawnFailure(message, fatal=exc.errno in FATAL_SPAWN_ERRNOS)
+
+
+def workspace_gone(workspace: str) -> str:
+    return f"the workspace {workspace} is gone (no such directory); no turn can run in it"
 
 
 def read_pid_file(path: Path) -> tuple[int, int | None] | None:

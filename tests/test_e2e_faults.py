@@ -1,0 +1,86 @@
+"""End to end: a bug met while driving one run fails that run alone (faults injected for real).
+
+The daemon runs with tests/faults first on PYTHONPATH: its sitecustomize wraps
+real functions of codyd so that they raise, with no hook in codyd's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import Daemon, agent, pid_alive, wait_until
+
+FAULTS = Path(__file__).parent / "faults"
+MAGIC = "codyd-test-fault-line"
+
+
+def faulty_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return daemon_factory(env={"PYTHONPATH": path, **env})
+
+
+def log_records(daemon: Daemon) -> list[dict[str, Any]]:
+    records = []
+    for line in daemon.log().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def test_parser_fault_fails_that_run_only(daemon_factory: Callable[..., Daemon]) -> None:
+    """The adapter's parser raising on one run's line fails that run (internal); another run keeps going."""
+    daemon = faulty_daemon(daemon_factory, FAULT_LINE=MAGIC)
+    daemon.start_run(agent("ticker", 0.02, 100000), run_id="steady")
+    daemon.wait_event("steady", "subprocess_output")
+    victim_ws = daemon.workspace("victim")
+    script = f"cat >/dev/null; echo {MAGIC}; exec sleep 60"
+    daemon.start_run(["sh", "-c", script], run_id="victim", workspace=str(victim_ws))
+    pid = daemon.wait_event("victim", "turn_started")["data"]["pid"]
+    final = daemon.wait_state("victim", "failed")
+    assert final["error"]["code"] == "internal"
+    assert final["error"]["retryable"] is True
+    assert "injected parser fault" in final["error"]["message"]
+    wait_until(lambda: not pid_alive(pid), what="the failed run's agent to be stopped")
+    ended = [e for e in daemon.events("victim") if e["type"] == "turn_completed"]
+    assert [e["data"]["outcome"] for e in ended] == ["error"]
+    # The other run goes on: its turn is still the first, and its output still flows.
+    seen = daemon.call("run.status", {"run_id": "steady"})["last_seq"]
+    wait_until(
+        lambda: daemon.call("run.status", {"run_id": "steady"})["last_seq"] > seen + 3,
+        what="the other run to keep advancing",
+    )
+    steady = daemon.call("run.status", {"run_id": "steady"})
+    assert steady["state"] == "running" and steady["current_turn"] == 1
+    crashes = [
+        r for r in log_records(daemon) if r.get("event") == "run failed on an internal error"
+    ]
+    assert len(crashes) == 1 and crashes[0]["run_id"] == "victim"
+    assert "injected parser fault" in crashes[0]["exception"]
+    assert "Traceback" in crashes[0]["exception"]
+    daemon.call("run.cancel", {"run_id": "steady"})
+    daemon.wait_state("steady", "cancelled")
+
+
+def test_lease_renewal_fault_is_retried(daemon_factory: Callable[..., Daemon]) -> None:
+    """Renewals that raise are logged and retried; the daemon and its run go on."""
+    daemon = faulty_daemon(daemon_factory, FAULT_RENEWALS="3", CODYD_LEASE_TTL_S="0.6")
+    daemon.start_run(agent("ticker", 0.02, 100000), run_id="leased")
+    daemon.wait_event("leased", "subprocess_output")
+
+    def failures() -> list[dict[str, Any]]:
+        return [
+            r for r in log_records(daemon) if r.get("event") == "lease renewal failed; retrying"
+        ]
+
+    wait_until(lambda: len(failures()) == 3, what="three failed renewals")
+    assert [r["failures"] for r in failures()] == [1, 2, 3]
+    assert daemon.call("daemon.ping") is not None
+    assert daemon.call("run.status", {"run_id": "leased"})["state"] == "running"
+    daemon.call("run.cancel", {"run_id": "leased"})
+    daemon.wait_state("leased", "cancelled")
