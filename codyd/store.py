@@ -525,8 +525,14 @@ class Store:
                 store_error=health.last_error,
             )
 
-    async def wait_writable(self, give_up: Callable[[], bool]) -> None:
-        """Return once the store can write, or as soon as ``give_up()`` is true."""
+    async def wait_writable(self, run_id: str, give_up: Callable[[], bool]) -> None:
+        """Return once the store can write, or as soon as ``give_up()`` is true.
+
+        A driver calls this before each turn: no turn starts that could not be recorded.
+        """
+        if self.health.writable or give_up():
+            return
+        log.info("run waits for the store to write again before its next turn", run_id=run_id)
         while not self.health.writable and not give_up():
             with trio.move_on_after(WRITABLE_POLL_S):
                 await self._writable_again.wait()

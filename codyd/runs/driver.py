@@ -108,7 +108,7 @@ class RunDriver:
                     break
                 # No new turn while the store cannot record it.
                 await self.store.wait_writable(
-                    lambda: self._stopped() or record.state is not State.RUNNING
+                    record.run_id, lambda: self._stopped() or record.state is not State.RUNNING
                 )
                 if self._stopped() or record.state is not State.RUNNING:
                     break
