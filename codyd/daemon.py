@@ -59,8 +59,11 @@ def lock_state_dir(state_dir: Path) -> Iterator[None]:
                 f"the state directory {state_dir} is in use by another codyd (pid {holder}); "
                 "stop it or choose another --state-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise StateDirUnusable(f"cannot write {lock_path}: {exc.strerror or exc}") from None
         yield
     finally:
         os.close(fd)

@@ -301,3 +301,21 @@ def test_unwritable_store_at_start_touches_no_run(daemon_factory) -> None:
     # Writable again, the same store recovers the run: the test above could have failed.
     daemon.start()
     daemon.wait_event("left", "run_recovered")
+
+
+def test_full_disk_at_start_exits_with_one_line(daemon_factory) -> None:
+    """A state dir with no byte left at start: exit 1 with one line, nothing recovered."""
+    daemon = daemon_factory(start=False)
+    with small_tmpfs(daemon.state_dir, "8m"):
+        daemon.start()
+        daemon.stop()
+        filler = fill(daemon.state_dir)
+        result = subprocess.run(
+            daemon_argv(daemon), capture_output=True, text=True, timeout=30, env=daemon_env()
+        )
+        assert result.returncode == 1, result
+        message = result.stderr.strip().splitlines()[-1]
+        assert message.startswith("codyd: ") and str(daemon.state_dir) in message, message
+        assert "No space left on device" in message, message
+        filler.unlink()
+        daemon.start()

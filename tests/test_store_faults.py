@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -215,6 +217,30 @@ def test_capped_log_that_cannot_open_drops_everything(tmp_path: Path) -> None:
     log = CappedLog(tmp_path / "gone" / "stdout.log", cap=100)
     log.write(b"abc")
     log.close()
+    log.close()
+    assert (log.written, log.dropped) == (0, 3)
+
+
+def test_capped_log_without_a_descriptor_left(tmp_path: Path) -> None:
+    """EMFILE when the log is opened: the turn's output is dropped and counted, no raise."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held: list[int] = []
+    try:
+        # Every descriptor below the limit in use: the next open gets EMFILE.
+        top = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        while True:
+            fd = os.open(os.devnull, os.O_RDONLY)
+            held.append(fd)
+            if fd >= top:
+                break
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd + 1, hard))
+        log = CappedLog(tmp_path / "stdout.log", cap=100)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        for fd in held:
+            os.close(fd)
+    assert log.error is not None and log.error.errno == errno.EMFILE
+    log.write(b"abc")
     log.close()
     assert (log.written, log.dropped) == (0, 3)
 
