@@ -53,12 +53,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
     import trio
 
-    from codyd.daemon import StateDirBusy, lock_state_dir
+    from codyd.daemon import StateDirBusy, StateDirUnusable, lock_state_dir
     from codyd.daemon import serve as serve_daemon
     from codyd.logging import configure
     from codyd.runs.procs import become_subreaper
     from codyd.server import StartupError
-    from codyd.store import StoreVersionError
+    from codyd.store import StoreUnusable, StoreVersionError
 
     configure(config.log_format, config.log_level)
     import structlog
@@ -72,7 +72,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
             become_subreaper()
             trio.run(serve_daemon, config)
     except BaseException as exc:
-        known = _startup_error(exc, (StateDirBusy, StoreVersionError, StartupError))
+        known = _startup_error(
+            exc, (StateDirBusy, StateDirUnusable, StoreVersionError, StoreUnusable, StartupError)
+        )
         if known is None:
             raise
         log.error(str(known))

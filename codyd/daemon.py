@@ -37,11 +37,21 @@ class StateDirBusy(Exception):
     """Another daemon holds the state directory."""
 
 
+class StateDirUnusable(Exception):
+    """The state directory cannot be created or written."""
+
+
 @contextlib.contextmanager
 def lock_state_dir(state_dir: Path) -> Iterator[None]:
     """Hold the state directory exclusively for the life of the daemon (SPEC 2.8)."""
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    fd = os.open(state_dir / "codyd.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    lock_path = state_dir / "codyd.lock"
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as exc:
+        raise StateDirUnusable(
+            f"cannot use the state directory {state_dir}: {exc.strerror or exc} ({lock_path})"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -51,8 +61,11 @@ def lock_state_dir(state_dir: Path) -> Iterator[None]:
                 f"the state directory {state_dir} is in use by another codyd (pid {holder}); "
                 "stop it or choose another --state-dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise StateDirUnusable(f"cannot write {lock_path}: {exc.strerror or exc}") from None
         yield
     finally:
         os.close(fd)
@@ -95,7 +108,7 @@ class Daemon:
             "uptime_s": time.time() - self.started_at,
             "runs": self.supervisor.counts(),
             "mirror": self.mirror.status() if self.mirror is not None else dict(DISABLED_STATUS),
-            "store": {"path": str(self.config.state_dir / "codyd.db")},
+            "store": self.store.health_info(),
             "connections": len(self.server.connections),
         }
 
@@ -190,17 +203,43 @@ class Daemon:
         if self.notifier.watchdog_s is not None:
             period = min(period, self.notifier.watchdog_s / 2)
         path = self.config.state_dir / "heartbeat"
+        failing = False
         while True:
             active = self.supervisor.active_runs()
             payload = {"pid": os.getpid(), "ts": time.time(), "active_runs": active}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(payload) + "\n")
-            tmp.replace(path)
+            failing = _write_heartbeat(path, payload, failing)
             messages = [f"STATUS={active} active runs"]
             if self.notifier.watchdog_s is not None:
                 messages.insert(0, "WATCHDOG=1")
             self.notifier.notify(*messages)
             await trio.sleep(period)
+
+
+def _write_heartbeat(path: Path, payload: dict[str, Any], failing: bool) -> bool:
+    """Write the heartbeat file; True while it cannot be written (said once per episode).
+
+    A full disk or a removed state directory costs the file, never the daemon: the
+    next beat tries again.
+    """
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(payload) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if failing:
+            log.debug("heartbeat file still cannot be written", path=str(path), error=str(exc))
+        else:
+            log.warning(
+                "cannot write the heartbeat file; retrying every beat",
+                path=str(path),
+                error=str(exc),
+            )
+        return True
+    if failing:
+        log.info("heartbeat file written again", path=str(path))
+    return False
 
 
 async def serve(config: Config) -> None:

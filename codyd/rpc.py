@@ -82,6 +82,10 @@ def opt_str_list(
     return value
 
 
+# Refused while the store cannot write: their answer promises something durable.
+MUTATING_METHODS = frozenset({"run.start", "run.pause", "run.resume", "run.cancel"})
+
+
 # -- the methods --------------------------------------------------------------------------------
 
 
@@ -111,6 +115,8 @@ class Methods:
         method = self.table.get(call.request.method)
         if method is None:
             raise UnknownMethod(f"unknown method {call.request.method!r}")
+        if call.request.method in MUTATING_METHODS:
+            self.store.refuse_if_unwritable()
         return await method(call, call.request.params)
 
     # daemon.*
@@ -150,7 +156,7 @@ class Methods:
     async def status(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "run_id")
         record = self.supervisor.get(params.get("run_id"))
-        await self.store.sync()
+        await self.store.settle()
         return record.snapshot()
 
     async def pause(self, call: Call, params: Mapping[str, Any]) -> Any:
@@ -191,7 +197,7 @@ class Methods:
         more = len(page) > limit
         page = page[:limit]
         next_cursor = f"{page[-1].created_at!r}/{page[-1].run_id}" if more and page else None
-        await self.store.sync()
+        await self.store.settle()
         runs = Encoded.array([record.packed_summary() for record in page])
         return Encoded.map({"runs": runs, "cursor": next_cursor})
 
@@ -204,7 +210,7 @@ class Methods:
         after = opt_int(params, "after")
         follow = opt_bool(params, "follow")
         types = opt_str_list(params, "types") or None
-        await self.store.sync()
+        await self.store.settle()
         if record is not None:
             cursor = _start_cursor(
                 after, record.last_seq, record.oldest_seq, f"run {record.run_id}"

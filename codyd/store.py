@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import msgpack
 import structlog
 import trio
 
-from codyd.errors import InvalidState
+from codyd.errors import InvalidState, Overloaded
 from codyd.events import EVENT_TYPES, Event
 from codyd.runs.record import RunRecord
 from codyd.runs.state import TERMINAL, State, can_transition
@@ -76,10 +78,48 @@ MIGRATIONS: list[list[str]] = [
 PENDING_HIGH_WATER = 20_000
 READ_BATCH = 512
 RETENTION_PASS_S = 2.0
+# How often a driver waiting for the store to write again checks whether it should stop.
+WRITABLE_POLL_S = 0.2
+# While the store cannot write, commits are retried this often at most, backing off.
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+# A commit attempt in the writer task ends (shielded) within this; a disk that fails
+# answers in milliseconds, so this only bounds the bookkeeping around the worker thread.
+COMMIT_DEADLINE_S = 10.0
+# How often an idle writer checks that codyd.db is still the file it has open.
+IDENTITY_CHECK_S = 1.0
+# What closing the store may spend on its last commit.
+CLOSE_FLUSH_S = 2.0
 
 
 class StoreVersionError(Exception):
     """The store on disk was written by a newer codyd."""
+
+
+class StoreUnusable(Exception):
+    """The store cannot be opened for writing at start-up: codyd must not touch any run."""
+
+
+class StoreDetached(Exception):
+    """codyd.db on disk is no longer the file the daemon has open (deleted or replaced)."""
+
+
+class StoreWriteFailed(Exception):
+    """A commit failed; the message names SQLite's error and what the file system says."""
+
+
+class StoreUnwritable(Overloaded):
+    """A call that changes something, refused while the store cannot commit."""
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    """Whether commits succeed; an episode runs from the first failure to the next success."""
+
+    writable: bool = True
+    last_error: str | None = None
+    since: float | None = None  # wall time of the episode's first failure
+    failures: int = 0  # failed commits in this episode
 
 
 @dataclass(slots=True)
@@ -92,9 +132,23 @@ class _Batch:
     def empty(self) -> bool:
         return not (self.events or self.runs or self.turns or self.statements)
 
+    def then(self, later: _Batch) -> _Batch:
+        """This batch (which failed to commit) followed by what was queued since."""
+        return _Batch(
+            events=self.events + later.events,
+            runs={**self.runs, **later.runs},
+            turns=self.turns + later.turns,
+            statements=self.statements + later.statements,
+        )
 
-def _connect(path: Path, *, wal: bool = True) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+
+def _connect(path: Path, *, wal: bool = True, create: bool = True) -> sqlite3.Connection:
+    # Without create, a missing file is an error: a reader must never make an empty
+    # store where the real one was deleted.
+    target = str(path) if create else f"file:{quote(str(path))}?mode=rw"
+    conn = sqlite3.connect(
+        target, isolation_level=None, check_same_thread=False, timeout=30, uri=not create
+    )
     if not wal:
         return conn
     conn.execute("PRAGMA journal_mode=WAL")
@@ -131,9 +185,46 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
             conn.execute(f"PRAGMA user_version = {step + 1}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
     return int(version)
+
+
+def _describe(exc: sqlite3.Error, path: Path) -> str:
+    """SQLite's error, with its code and what the file system answers to a small write.
+
+    SQLite reports a read-only file system as a plain "disk I/O error"; the operating
+    system's own error (ENOSPC, EROFS, EIO, ENOENT) names the cause.
+    """
+    text = str(exc)
+    code = getattr(exc, "sqlite_errorname", None)
+    if code:
+        text += f" [{code}]"
+    probe = path.with_name(path.name + ".probe")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\n")
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as os_error:
+        text += f"; writing in {path.parent}: {os_error.strerror or os_error}"
+    return text
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open, never hiding the error that got us here.
+
+    SQLite ends the transaction itself on some errors (a full disk): a ROLLBACK then
+    fails with "no transaction is active", which must not replace the real error.
+    """
+    if not conn.in_transaction:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.debug("store rollback failed", error=str(exc))
 
 
 class Store:
@@ -153,27 +244,48 @@ class Store:
         self.committed_gid = 0
         self._work = trio.Event()
         self._committed = trio.Event()
+        # Set after every commit attempt, failed or not: sync() learns of a failure at once.
+        self._attempted = trio.Event()
         self._grown: set[str] = set()
         # Retention runs when there is something to trim: events appended, a run finished.
         self._retention_due = trio.Event()
         self._finished_since_retention = True
         # Each run's last_seq as of the newest commit that held a change of that run.
         self._committed_seqs: dict[str, int] = {}
-        self.flush_failures = 0
+        self.health = StoreHealth()
+        self._writable_again = trio.Event()
+        # (st_dev, st_ino) of the file the writer has open: a path naming another file
+        # (deleted, replaced) must not be written through the old handle.
+        self._identity: tuple[int, int] | None = None
 
     # -- opening ---------------------------------------------------------------
 
     def _open(self) -> None:
-        check_version(self.path)
-        conn = _connect(self.path)
+        try:
+            check_version(self.path)
+            conn = _connect(self.path)
+        except sqlite3.Error as exc:
+            raise StoreUnusable(
+                f"the store {self.path} cannot be opened: {_describe(exc, self.path)}"
+            ) from None
         try:
             from_version = migrate(conn, self.path)
+            self._probe_write(conn)
+            # One reader opened now: should codyd.db be deleted later, reads of what was
+            # committed still work through it.
+            self._readers.append(_connect(self.path, create=False))
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnusable(
+                f"the store {self.path} cannot be written: {_describe(exc, self.path)}"
+            ) from None
         except BaseException:
             conn.close()
             raise
         if from_version != SCHEMA_VERSION:
             log.info("store migrated", path=str(self.path), to_version=SCHEMA_VERSION)
         self._writer = conn
+        self._identity = self._file_identity()
         for (record_json,) in conn.execute("SELECT record FROM runs"):
             record = RunRecord.from_store(json.loads(record_json))
             self.runs[record.run_id] = record
@@ -188,6 +300,38 @@ class Store:
         ).fetchone()
         self._next_gid = max(int(max_gid or 0), int(kv_gid)) + 1
         self.committed_gid = self._next_gid - 1
+
+    @staticmethod
+    def _probe_write(conn: sqlite3.Connection) -> None:
+        """Commit one small row: an unwritable store is found before any run is touched."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES ('opened_at', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (repr(time.time()),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino)
+
+    def _check_identity(self) -> None:
+        """Raise StoreDetached if codyd.db is no longer the file we write (worker thread)."""
+        now = self._file_identity()
+        if now != self._identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise StoreDetached(
+                f"{self.path} was {what} under the running daemon; "
+                "refusing to write into the old file (restore it and restart codyd)"
+            )
 
     def _close(self) -> None:
         if self._writer is not None:
@@ -322,15 +466,86 @@ class Store:
         return len(self._batch.events)
 
     async def backpressure(self) -> None:
-        """Producers of many events call this: it waits while the queue is long."""
+        """Producers of many events call this: it waits while the queue is long.
+
+        It waits for commits even while the store cannot write: what is queued is held
+        in memory, and the queue must not grow without bound.
+        """
         if self.pending_events() > PENDING_HIGH_WATER:
-            await self.sync()
+            target = self._queued_version
+            while self._committed_version < target:
+                await self._committed.wait()
 
     async def sync(self) -> None:
-        """Wait until everything queued before this call is committed."""
+        """Wait until everything queued before this call is committed.
+
+        While the store cannot write, raise :class:`StoreUnwritable` instead of waiting
+        (at once, or as soon as a failing commit says so): the caller must not tell a
+        client about what may be lost.
+        """
         target = self._queued_version
         while self._committed_version < target:
-            await self._committed.wait()
+            self.refuse_if_unwritable()
+            await self._attempted.wait()
+
+    async def settle(self) -> None:
+        """Like :meth:`sync`, but while the store cannot write, return at once.
+
+        For answers that describe the state held in memory (status, list): they go on
+        while the disk is full.
+        """
+        with suppress(StoreUnwritable):
+            await self.sync()
+
+    async def flush_within(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for everything queued to be committed; never raises.
+
+        For shutdown: what is still uncommitted at the deadline is logged as such.
+        """
+        target = self._queued_version
+        with trio.move_on_after(timeout_s):
+            while self._committed_version < target:
+                await self._committed.wait()
+            return True
+        log.error(
+            "store: shutdown deadline reached with changes not committed",
+            path=str(self.path),
+            pending_events=self.pending_events(),
+            error=self.health.last_error,
+        )
+        return False
+
+    def refuse_if_unwritable(self) -> None:
+        health = self.health
+        if not health.writable:
+            raise StoreUnwritable(
+                f"the store {self.path} cannot write ({health.last_error}); codyd accepts "
+                "no changes until it can: retry later",
+                store=str(self.path),
+                store_error=health.last_error,
+            )
+
+    async def wait_writable(self, run_id: str, give_up: Callable[[], bool]) -> None:
+        """Return once the store can write, or as soon as ``give_up()`` is true.
+
+        A driver calls this before each turn: no turn starts that could not be recorded.
+        """
+        if self.health.writable or give_up():
+            return
+        log.info("run waits for the store to write again before its next turn", run_id=run_id)
+        while not self.health.writable and not give_up():
+            with trio.move_on_after(WRITABLE_POLL_S):
+                await self._writable_again.wait()
+
+    def health_info(self) -> dict[str, Any]:
+        health = self.health
+        return {
+            "path": str(self.path),
+            "writable": health.writable,
+            "last_error": health.last_error,
+            "since": health.since,
+            "pending_events": self.pending_events(),
+        }
 
     async def wait_committed(self) -> None:
         """Wait for the next commit."""
@@ -347,42 +562,109 @@ class Store:
 
     async def _flush_loop(self) -> None:
         while True:
-            await self._work.wait()
-            # A batch taken out of the queue is committed even if we are being
-            # cancelled: cancellation only ever lands while waiting for work.
-            with trio.CancelScope(shield=True):
-                await self._flush_once()
+            with trio.move_on_after(IDENTITY_CHECK_S):
+                await self._work.wait()
+            if not self._work.is_set():
+                await self._check_idle()
+                continue
+            # A batch taken out of the queue is committed, or put back whole, even if we
+            # are being cancelled: cancellation lands only outside this scope.
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + COMMIT_DEADLINE_S
+                committed = await self._flush_once()
+            if not committed:
+                await trio.sleep(self._retry_delay())
 
-    async def _flush_once(self) -> None:
+    async def _check_idle(self) -> None:
+        """An idle writer still notices codyd.db deleted or replaced under it."""
+        try:
+            await trio.to_thread.run_sync(self._check_identity)
+        except StoreDetached as exc:
+            self._failed(exc)
+            self._attempted.set()
+            self._attempted = trio.Event()
+
+    def _retry_delay(self) -> float:
+        return min(RETRY_MAX_S, RETRY_FIRST_S * 2.0 ** min(self.health.failures - 1, 10))
+
+    async def _flush_once(self, *, abandon_on_cancel: bool = False) -> bool:
+        """Commit what is queued; False (the batch queued again) if the store cannot write."""
         self._work = trio.Event()
         batch, self._batch = self._batch, _Batch()
         version = self._queued_version
         last_gid = self._next_gid - 1
         if batch.empty():
-            return
+            return True
         rows = [
             (r.run_id, r.created_at, r.state.value, r.to_store_json()) for r in batch.runs.values()
         ]
         # Every append saves its run, so these are the newest seqs this batch holds.
         seqs = {run_id: record.last_seq for run_id, record in batch.runs.items()}
-        while True:
-            try:
-                await trio.to_thread.run_sync(self._commit, batch, rows, last_gid)
-                break
-            except sqlite3.Error as exc:
-                self.flush_failures += 1
-                log.error("store commit failed; retrying", error=str(exc))
-                await trio.sleep(min(5.0, 0.1 * 2 ** min(self.flush_failures, 6)))
-        self.flush_failures = 0
+        try:
+            await trio.to_thread.run_sync(
+                self._commit, batch, rows, last_gid, abandon_on_cancel=abandon_on_cancel
+            )
+        except BaseException as exc:
+            # Nothing is dropped: the batch goes back in front of what came since, and
+            # the next attempt commits both (records are rewritten from memory).
+            self._batch = batch.then(self._batch)
+            self._work.set()
+            if not isinstance(exc, (sqlite3.Error, OSError, StoreDetached, StoreWriteFailed)):
+                raise
+            self._failed(exc)
+            self._attempted.set()
+            self._attempted = trio.Event()
+            return False
+        self._recovered()
         self._committed_version = version
         self._committed_seqs.update(seqs)
         self.committed_gid = last_gid
-        self._committed.set()
+        for event in (self._committed, self._attempted):
+            event.set()
         self._committed = trio.Event()
+        self._attempted = trio.Event()
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        health = self.health
+        health.failures += 1
+        health.last_error = str(exc)
+        if health.writable:
+            health.writable = False
+            health.since = time.time()
+            self._writable_again = trio.Event()
+            # One error per episode; the retries that follow are debug lines.
+            log.error(
+                "store cannot write; new work is refused and commits are retried until it can",
+                path=str(self.path),
+                error=health.last_error,
+                pending_events=self.pending_events(),
+            )
+        else:
+            log.debug(
+                "store commit failed again",
+                path=str(self.path),
+                error=health.last_error,
+                failures=health.failures,
+            )
+
+    def _recovered(self) -> None:
+        health = self.health
+        if not health.writable:
+            log.warning(
+                "store writable again; what was held in memory is committed",
+                path=str(self.path),
+                failed_for_s=round(time.time() - (health.since or time.time()), 1),
+                failures=health.failures,
+                pending_events=self.pending_events(),
+            )
+            self._writable_again.set()
+        self.health = StoreHealth()
 
     def _commit(self, batch: _Batch, rows: list[tuple[Any, ...]], last_gid: int) -> None:
         conn = self._writer
         assert conn is not None
+        self._check_identity()
         conn.execute("BEGIN IMMEDIATE")
         try:
             if rows:
@@ -408,8 +690,11 @@ class Store:
                 (str(last_gid),),
             )
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise StoreWriteFailed(_describe(exc, self.path)) from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     @staticmethod
@@ -425,10 +710,34 @@ class Store:
                 (*fields.values(), run_id, n),
             )
 
+    async def _close_flush(self) -> None:
+        """The writer task has ended: commit what it left, within a deadline, then close."""
+        committed = False
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + CLOSE_FLUSH_S
+            # Abandonable: a commit that hangs must not hold the process past its bound.
+            committed = await self._flush_once(abandon_on_cancel=True)
+        if not committed:
+            log.error(
+                "store closed with changes not committed; they are lost",
+                path=str(self.path),
+                pending_events=self.pending_events(),
+                error=self.health.last_error,
+            )
+            if scope.cancelled_caught:
+                return  # the worker thread may still use the connection: leave it open
+        self._close()
+
     # -- reading ------------------------------------------------------------------------
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        conn = self._readers.pop() if self._readers else _connect(self.path)
+        if self._readers:
+            conn = self._readers.pop()
+        else:
+            # A new connection opens the path: after it was deleted or replaced, that
+            # is not our store.
+            self._check_identity()
+            conn = _connect(self.path, create=False)
         try:
             return conn.execute(sql, params).fetchall()
         finally:
@@ -549,7 +858,4 @@ async def open_store(
             finally:
                 nursery.cancel_scope.cancel()
     finally:
-        # The writer task has ended; commit what it left, whatever the reason we stop.
-        with trio.CancelScope(shield=True):
-            await store._flush_once()
-        store._close()
+        await store._close_flush()

@@ -116,6 +116,12 @@ class RunDriver:
                 break
             if self._finish_if_done():
                 break
+            # No new turn while the store cannot record it.
+            await self.store.wait_writable(
+                record.run_id, lambda: self._stopped() or record.state is not State.RUNNING
+            )
+            if self._stopped() or record.state is not State.RUNNING:
+                break
             result = await self._one_turn()
             if self._after_turn(result):
                 break

@@ -8,46 +8,92 @@ keeps the complete output on disk, :class:`LineSplitter` cuts bytes into lines
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, NamedTuple
+
+import structlog
+
+log = structlog.get_logger("codyd.run")
 
 OUTPUT_INTERVAL_S = 0.1
 OUTPUT_TEXT_BYTES = 2048
 
 
 class CappedLog:
-    """An append-only log file that stops growing at ``cap`` bytes and says so once."""
+    """An append-only log file that stops growing at ``cap`` bytes and says so once.
+
+    A file that cannot be written (a full disk, an I/O error, no descriptor left)
+    stops the log where it is, never the turn: what follows is counted as dropped,
+    and closing tries to append one line saying why.
+    """
 
     def __init__(self, path: Path, cap: int) -> None:
         self.path = path
         self.cap = cap
         self.written = 0
         self.dropped = 0
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        self.error: OSError | None = None
+        self._fd = -1
+        self._closed = False
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            self._stop(exc)
 
     def write(self, data: bytes) -> None:
-        room = self.cap - self.written
+        room = self.cap - self.written if self.error is None else 0
         if room > 0:
             chunk = data[:room]
-            self._write_all(chunk)
-            self.written += len(chunk)
+            done = self._write_all(chunk)
+            self.written += done
+            self.dropped += len(chunk) - done
         self.dropped += max(0, len(data) - max(room, 0))
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_all(self, data: bytes) -> int:
+        """Write all of ``data``, or stop the log at the first error; the bytes written."""
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        done = 0
+        while done < len(view):
+            try:
+                done += os.write(self._fd, view[done:])
+            except OSError as exc:
+                self._stop(exc)
+                break
+        return done
+
+    def _stop(self, exc: OSError) -> None:
+        self.error = exc
+        log.warning(
+            "turn log cannot be written; the rest of this output is dropped",
+            path=str(self.path),
+            error=str(exc),
+            written=self.written,
+        )
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._fd < 0:
             return
-        if self.dropped:
-            self._write_all(
-                f"\n[codyd: log capped at {self.cap} bytes; "
-                f"{self.dropped} bytes dropped]\n".encode(),
+        if self.error is not None:
+            why = self.error.strerror or str(self.error)
+            marker = (
+                f"\n[codyd: log stopped at {self.written} bytes: {why}; "
+                f"{self.dropped} bytes dropped]\n"
             )
-        os.close(self._fd)
+        elif self.dropped:
+            marker = f"\n[codyd: log capped at {self.cap} bytes; {self.dropped} bytes dropped]\n"
+        else:
+            marker = ""
+        if marker:
+            # Once, and only if it fits: a disk that is still full just keeps it.
+            with contextlib.suppress(OSError):
+                os.write(self._fd, marker.encode())
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
         self._fd = -1
 
 

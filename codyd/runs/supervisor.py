@@ -30,6 +30,8 @@ from codyd.store import Store
 log = structlog.get_logger("codyd.supervisor")
 
 ACTIVE = frozenset({State.RUNNING, State.PAUSING, State.CANCELLING})
+# Shutdown waits this long for the store's last commit (a full disk must not hold it).
+SHUTDOWN_FLUSH_S = 2.0
 
 
 class Supervisor:
@@ -77,7 +79,7 @@ class Supervisor:
         with trio.move_on_after(2.0):
             for run_id in list(self.leases.held):
                 await self.leases.release(run_id)
-        await self.store.sync()
+        await self.store.flush_within(SHUTDOWN_FLUSH_S)
 
     def max_sigkill_delay(self) -> float:
         return max((d.spec.sigkill_delay_s for d in self.drivers.values()), default=0.0)

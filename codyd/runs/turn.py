@@ -127,7 +127,10 @@ class TurnFiles:
         self.stdout.close()
         self.stderr.close()
         os.close(self._pid_fd)
-        self.pid_path.unlink(missing_ok=True)
+        try:
+            self.pid_path.unlink(missing_ok=True)
+        except OSError as exc:  # a read-only or vanished state dir: recovery checks the pid
+            log.warning("cannot remove turn.pid", path=str(self.pid_path), error=str(exc))
 
 
 class Turn:
