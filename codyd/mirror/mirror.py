@@ -52,6 +52,8 @@ from codyd.store import Store
 log = structlog.get_logger("codyd.mirror")
 
 CURSOR_KEY = "mirror.cursor"
+# Set once the mirror wrote its marker into Redis: from then on a missing marker is a loss.
+MARKED_KEY = "mirror.marked"
 BATCH_EVENTS = 1000
 # Most run metas written in one batch; runs left over are written by the next one.
 BATCH_METAS = 500
@@ -134,7 +136,7 @@ class Mirror:
             "enabled": True,
             "connected": self.connected,
             "lag_events": self.lag_events,
-            "last_error": self._repairs.conflict() or self.last_error,
+            "last_error": self.last_error,
         }
 
     # -- the task ----------------------------------------------------------------------------------
@@ -203,6 +205,10 @@ class Mirror:
         progressed = await self._send()
         if self._repairs.holds and await self._repairs.step(self.cursor, trio.current_time()):
             progressed = True
+        conflict = self._repairs.conflict()
+        if conflict is not None:
+            # Like any failure it stays in last_error after it is resolved.
+            self.last_error = conflict
         self._save_cursor(force=not progressed)
         now = trio.current_time()
         if not self._closing and now >= self._next_beat:
@@ -362,15 +368,21 @@ class Mirror:
             await self._rebuild()
 
     async def _rebuild(self) -> None:
-        """Redis lost what the mirror wrote: write the index, meta, groups and streams again."""
+        """Redis lost what the mirror wrote: write the index, meta, groups and streams again.
+
+        Also on the first connection of a store to a Redis (a new install, or an upgrade
+        from a codyd without the marker): what is there already is recognised.
+        """
         marker = self.keys.marker(self.config.node)
         runs = list(self.store.runs)
-        if runs:
+        if await self.store.kv_get(MARKED_KEY):
             log.warning(
                 "redis lost the mirror's data; rebuilding it from the store",
                 marker=marker,
                 runs=len(runs),
             )
+        else:
+            log.info("mirror writes to this redis for the first time", runs=len(runs))
         self._repairs.rebuild(runs)
         # Every run counts as new again: its groups, index entry and meta are written.
         self._known.clear()
@@ -379,6 +391,7 @@ class Mirror:
         self._next_scan = 0.0
         self._save_cursor(force=True)
         await self.link.execute(lambda client: client.set(marker, self.config.node))
+        self.store.kv_set(MARKED_KEY, marker)
 
     # -- connection state --------------------------------------------------------------------------
 
