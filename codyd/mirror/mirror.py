@@ -127,8 +127,16 @@ class Mirror:
 
     @property
     def lag_events(self) -> int:
-        """Committed events not yet in Redis (gids, so trimmed events count until passed)."""
-        return max(0, self.store.committed_gid - self.cursor)
+        """Committed gids from the oldest event that may not be in Redis yet.
+
+        The cursor, or an older gid a held stream still lacks. Counted in gids, so
+        trimmed events, and other runs' events after a held one, count until passed.
+        """
+        behind = self.cursor
+        oldest_missing = self._repairs.oldest_missing_gid()
+        if oldest_missing is not None:
+            behind = min(behind, oldest_missing - 1)
+        return max(0, self.store.committed_gid - behind)
 
     def status(self) -> dict[str, Any]:
         """The ``mirror`` entry of ``daemon.info``."""
@@ -205,6 +213,7 @@ class Mirror:
         progressed = await self._send()
         if self._repairs.holds and await self._repairs.step(self.cursor, trio.current_time()):
             progressed = True
+            self._notify_progress()
         conflict = self._repairs.conflict()
         if conflict is not None:
             # Like any failure it stays in last_error after it is resolved.
@@ -316,9 +325,12 @@ class Mirror:
         if cursor <= self.cursor:
             return False
         self.cursor = cursor
+        self._notify_progress()
+        return True
+
+    def _notify_progress(self) -> None:
         self._progress.set()
         self._progress = trio.Event()
-        return True
 
     def _lost(self, missing: Sequence[Entry]) -> None:
         """Streams Redis no longer has: each is refilled, and a data loss is looked for at once."""
@@ -444,7 +456,8 @@ class Mirror:
         self._backoff.reset()
         self._hurry.set()
         with trio.move_on_after(timeout_s):
-            while self.cursor < target:
+            # Streams in conflict wait for an operator, not for the shutdown.
+            while self.cursor < target or self._repairs.repairing():
                 await self._progress.wait()
             self._save_cursor(force=True)
             try:

@@ -117,6 +117,8 @@ class Hold:
     # None: any last ID codyd could have written is taken as ours.
     ours_upto: int | None = None
     found: str = ""
+    # The oldest gid that may still be missing from the stream (1: not known yet).
+    from_gid: int = 1
     next_try: float = 0.0
 
     def describe(self) -> str:
@@ -132,6 +134,7 @@ class Hold:
             "reason": self.reason,
             "ours_upto": self.ours_upto,
             "found": self.found,
+            "from_gid": self.from_gid,
         }
 
     @classmethod
@@ -142,6 +145,7 @@ class Hold:
             reason=str(item["reason"]),
             ours_upto=None if item["ours_upto"] is None else int(item["ours_upto"]),
             found=str(item.get("found", "")),
+            from_gid=int(item.get("from_gid", 1)),
         )
 
 
@@ -170,6 +174,14 @@ class Repairs:
 
     def held(self) -> set[str]:
         return set(self.holds)
+
+    def repairing(self) -> bool:
+        """Whether a held stream is being refilled (not waiting for a conflict to be fixed)."""
+        return any(hold.reason != "foreign" for hold in self.holds.values())
+
+    def oldest_missing_gid(self) -> int | None:
+        """The oldest gid a held stream may still lack; None without holds."""
+        return min((hold.from_gid for hold in self.holds.values()), default=None)
 
     def conflict(self) -> str | None:
         """One line naming the streams in conflict, for ``last_error``; None if there are none."""
@@ -239,7 +251,16 @@ class Repairs:
         return repeats
 
     def _conflict(self, entry: Entry, found: str) -> None:
-        hold = Hold(entry.key, entry.run_id, "foreign", ours_upto=entry.number - 1, found=found)
+        hold = Hold(
+            entry.key,
+            entry.run_id,
+            "foreign",
+            ours_upto=entry.number - 1,
+            found=found,
+            from_gid=min(entry.event.gid, self.holds[entry.key].from_gid)
+            if entry.key in self.holds
+            else entry.event.gid,
+        )
         self.holds[entry.key] = hold
         self.dirty = True
         log.warning(
@@ -283,6 +304,7 @@ class Repairs:
         events = [event for event in found if event.gid <= cursor]
         if not events:
             return self._release(hold, "repaired")
+        hold.from_gid = events[0].gid
         batch = build_resend(
             self._keys,
             self._limits,
@@ -296,6 +318,8 @@ class Repairs:
         )
         if outcome.refused:
             await self.check(outcome.refused)
+        if hold.key in self.holds and self.holds[hold.key] is hold:
+            hold.from_gid = events[-1].gid + 1
         log.debug("mirror re-sent held events", key=hold.key, entries=outcome.added)
         return True
 
