@@ -312,3 +312,145 @@ def test_control_entries_apply_once(daemon_factory: MakeDaemon, redis_server: Re
     assert "now: not accepted with action resume" in warnings[1]
     entry_ms = int(pause_id.split("-")[0])
     assert controls[0]["ts"] * 1000 - entry_ms < 1000  # applied within 1 s
+
+
+HOLDING = "mirror found an entry in redis it did not write; holding the stream"
+REBUILDING = "redis lost the mirror's data; rebuilding it from the store"
+
+
+def test_foreign_entry_holds_its_stream_and_is_reported(
+    daemon_factory: MakeDaemon, redis_server: RedisServer
+) -> None:
+    """An entry someone else wrote above codyd's next seq is reported and holds that stream only; once removed, the held events follow in order."""
+    daemon = mirrored(daemon_factory, redis_server, CODYD_MIRROR_GROUPS='["audit"]')
+    client = redis_server.client()
+    stop_file = daemon.workspace() / "stop"
+    hit = daemon.start_run(
+        agent("sentinel_stream", 300, 100_000, stop_file), run_id="hit", max_turns=1
+    )
+    key = f"{PREFIX}run:{hit['run_id']}:events"
+    wait_until(lambda: client.xlen(key) >= 20, what="entries of the run")
+    client.xadd(key, {"by": "someone else"}, id="999999-0")
+    other = daemon.start_run(
+        agent("sentinel_stream", 5000, 300),
+        run_id="other",
+        max_turns=1,
+        workspace=str(daemon.workspace("other")),
+    )["run_id"]
+    daemon.wait_state(other, "completed")
+
+    def reported() -> str | None:
+        error = mirror_info(daemon)["last_error"]
+        return error if error and key in error else None
+
+    error = wait_until(reported, what="the conflict in daemon.info")
+    assert "999999-0" in error
+    stop_file.touch()
+    daemon.wait_state("hit", "completed")
+    wait_until(
+        lambda: client.xlen(f"{PREFIX}events") == len(all_events(daemon)),
+        what="the global stream to go on",
+    )
+    assert mirror_info(daemon)["lag_events"] > 0  # the held events are not in Redis
+    warnings = [r for r in log_records(daemon) if r.get("event") == HOLDING]
+    assert len(warnings) == 1
+    assert warnings[0]["key"] == key and warnings[0]["found"] == "999999-0"
+    assert warnings[0]["level"] == "warning"
+    events = all_events(daemon)
+    assert_entries_match(stream_entries(client, f"{PREFIX}events"), events, "gid")
+    own = [event for event in events if event["run_id"] == other]
+    assert_entries_match(stream_entries(client, f"{PREFIX}run:{other}:events"), own, "seq")
+    held = stream_entries(client, key)
+    assert held[-1][0] == "999999-0" and len(held) < status(daemon, "hit")["last_seq"]
+    # The operator's fix: the foreign entry goes, and the stream's last ID is ours again.
+    client.xdel(key, "999999-0")
+    client.execute_command("XSETID", key, held[-2][0])
+    wait_until(
+        lambda: client.xlen(key) == status(daemon, "hit")["last_seq"], what="the held events"
+    )
+    wait_mirrored(daemon)
+    assert_streams_match(daemon, client)
+    read: Any = client.xreadgroup("audit", "c1", {key: ">"}, count=100_000)
+    assert len(read[0][1]) == status(daemon, "hit")["last_seq"]
+    assert count_log(daemon, "mirror stream conflict resolved; writing its held events") == 1
+    assert count_log(daemon, HOLDING) == 1
+    assert count_log(daemon, "mirror skipped entries already in redis") == 0
+
+
+def rebuilt(daemon: Daemon, client: redis.Redis, run_ids: list[str]) -> bool:
+    """Index, groups and meta of every run are there, and every stream starts at its first event."""
+    for run_id in run_ids:
+        stream = f"{PREFIX}run:{run_id}:events"
+        first: Any = client.xrange(stream, count=1)
+        if (
+            client.zscore(f"{PREFIX}runs", run_id) is None
+            or client.hget(f"{PREFIX}run:{run_id}:meta", "runId") != run_id
+            or not first
+            or first[0][0] != "1-0"
+            or [g["name"] for g in client.xinfo_groups(stream)] != ["audit"]
+        ):
+            return False
+    first = client.xrange(f"{PREFIX}events", count=1)
+    return bool(first) and first[0][0] == "1-0"
+
+
+def test_rebuilds_after_redis_loses_its_data(
+    daemon_factory: MakeDaemon, redis_server: RedisServer
+) -> None:
+    """After FLUSHALL, and after an empty server on the same port, index, groups, meta and both streams are rebuilt from the store."""
+    daemon = mirrored(
+        daemon_factory, redis_server, CODYD_MIRROR_GROUPS='["audit"]', CODYD_HEARTBEAT_S="1"
+    )
+    client = redis_server.client()
+    done = daemon.start_run(agent("sentinel_stream", 5000, 200), run_id="done", max_turns=1)[
+        "run_id"
+    ]
+    daemon.wait_state(done, "completed")
+    stop_file = daemon.workspace() / "stop"
+    daemon.start_run(agent("sentinel_stream", 300, 100_000, stop_file), run_id="live", max_turns=1)
+    wait_until(lambda: client.xlen(f"{PREFIX}run:live:events") >= 20, what="entries")
+    client.flushall()
+    wait_until(lambda: rebuilt(daemon, client, [done, "live"]), 15, "the rebuild after FLUSHALL")
+    redis_server.restart()  # not persistent: an empty server on the same port
+    client = redis_server.client()
+    wait_until(lambda: rebuilt(daemon, client, [done, "live"]), 15, "the rebuild after a restart")
+    stop_file.touch()
+    daemon.wait_state("live", "completed")
+    wait_mirrored(daemon)
+    assert_streams_match(daemon, client)
+    for run_id in (done, "live"):
+        assert client.hgetall(f"{PREFIX}run:{run_id}:meta") == expected_meta(status(daemon, run_id))
+        created_ms = int(status(daemon, run_id)["created_at"] * 1000)
+        assert client.zscore(f"{PREFIX}runs", run_id) == created_ms
+    assert count_log(daemon, REBUILDING) == 2
+    assert count_log(daemon, HOLDING) == 0
+    assert mirror_info(daemon)["connected"] is True
+
+
+def test_corrupt_mirror_state_does_not_stop_the_daemon(
+    daemon_factory: MakeDaemon, redis_server: RedisServer
+) -> None:
+    """A cursor that is not a number and unreadable holds are reported; the daemon starts and the mirror sends again, recognised as already there."""
+    daemon = mirrored(daemon_factory, redis_server)
+    first = daemon.start_run(agent("sentinel_stream", 5000, 100), max_turns=1)["run_id"]
+    daemon.wait_state(first, "completed")
+    wait_mirrored(daemon)
+    daemon.stop()
+    with sqlite3.connect(daemon.state_dir / "codyd.db") as conn:
+        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('mirror.cursor', 'x1')")
+        conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('mirror.holds', '[{')")
+    daemon.start()
+    second = daemon.start_run(
+        agent("sentinel_stream", 5000, 100), max_turns=1, workspace=str(daemon.workspace("b"))
+    )["run_id"]
+    daemon.wait_state(second, "completed")
+    wait_mirrored(daemon)
+    assert_streams_match(daemon, redis_server.client())
+    assert (
+        count_log(
+            daemon, "mirror cursor in the store is not a number; sending again from the start"
+        )
+        == 1
+    )
+    assert count_log(daemon, "mirror holds in the store cannot be read; checking every stream") == 1
+    assert count_log(daemon, HOLDING) == 0

@@ -15,10 +15,12 @@ from codyd.events import Event
 from codyd.mirror.backoff import Backoff
 from codyd.mirror.batch import (
     BatchRejected,
+    Entry,
     Kind,
     Limits,
     RunMeta,
     build_batch,
+    build_resend,
     read_replies,
 )
 from codyd.mirror.control import ControlRequest, InvalidControl, parse_control
@@ -31,6 +33,7 @@ from codyd.mirror.fields import (
     unix_ms,
 )
 from codyd.mirror.keys import Keys
+from codyd.mirror.repair import Hold, Repairs, StreamInfo, is_ours, resume_after, stream_info
 from codyd.mirror.resp import pack_command, pack_entry_fields, pack_xadd, xadd_head
 from codyd.runs.record import RunRecord
 from codyd.runs.state import State
@@ -214,7 +217,10 @@ def test_heartbeat_fields() -> None:
 
 
 def test_batch_commands_for_a_new_run() -> None:
-    """Groups first, then two XADDs per event with explicit IDs and MAXLEN ~, then meta and index."""
+    """Groups first, then two XADDs per event with explicit IDs and MAXLEN ~, then meta and index.
+
+    Only a stream's first entry (seq 1, gid 1) may create it: the others carry NOMKSTREAM.
+    """
     events = [event(5, 1), event(6, 2)]
     batch = build_batch(KEYS, LIMITS, events, [meta()])
     fields = [event_fields(e) for e in events]
@@ -222,9 +228,9 @@ def test_batch_commands_for_a_new_run() -> None:
         ("XGROUP", "CREATE", "p:run:r1:events", "g1", "0", "MKSTREAM"),
         ("XGROUP", "CREATE", "p:run:r1:events", "g2", "0", "MKSTREAM"),
         ("XADD", "p:run:r1:events", "MAXLEN", "~", 10, "1-0", *fields[0]),
-        ("XADD", "p:events", "MAXLEN", "~", 100, "5-0", *fields[0]),
-        ("XADD", "p:run:r1:events", "MAXLEN", "~", 10, "2-0", *fields[1]),
-        ("XADD", "p:events", "MAXLEN", "~", 100, "6-0", *fields[1]),
+        ("XADD", "p:events", "NOMKSTREAM", "MAXLEN", "~", 100, "5-0", *fields[0]),
+        ("XADD", "p:run:r1:events", "NOMKSTREAM", "MAXLEN", "~", 10, "2-0", *fields[1]),
+        ("XADD", "p:events", "NOMKSTREAM", "MAXLEN", "~", 100, "6-0", *fields[1]),
         ("HSET", "p:run:r1:meta", "state", "running"),
         ("ZADD", "p:runs", 1700000000123, "r1"),
     )
@@ -272,8 +278,8 @@ def test_packed_xadd_matches_redis_py(ev: Event) -> None:
     assert packed == redis_py_packed(expected)
 
 
-def test_replies_count_added_and_repeated_entries() -> None:
-    """An XADD refused for an ID not above the top entry was sent before: counted, not an error."""
+def test_replies_sort_added_refused_and_missing_entries() -> None:
+    """A refused XADD is handed on for checking, a nil one (NOMKSTREAM) means its stream is gone."""
     batch = build_batch(KEYS, LIMITS, [event(5, 1), event(6, 2)], [meta()])
     replies: list[object] = [
         Exception("BUSYGROUP Consumer Group name already exists"),
@@ -281,12 +287,38 @@ def test_replies_count_added_and_repeated_entries() -> None:
         Exception(DUPLICATE),
         Exception(DUPLICATE),
         b"2-0",
-        b"6-0",
+        None,
         1,
         1,
     ]
     outcome = read_replies(batch, replies)
-    assert (outcome.added, outcome.repeated) == (2, 2)
+    assert outcome.added == 1
+    assert [(e.key, e.entry_id, e.run_id) for e in outcome.refused] == [
+        ("p:run:r1:events", "1-0", "r1"),
+        ("p:events", "5-0", None),
+    ]
+    assert [(e.key, e.entry_id) for e in outcome.missing] == [("p:events", "6-0")]
+
+
+def test_held_streams_get_no_entries() -> None:
+    """A stream under repair is left out of the batch; the other stream of each event is not."""
+    batch = build_batch(KEYS, LIMITS, [event(5, 1)], [], held={"p:run:r1:events"})
+    assert batch.labels == [("XADD", "p:events")] and batch.events == 1
+
+
+def test_a_resend_writes_one_stream_and_may_create_it() -> None:
+    """A repair re-sends to one stream, creating it (and its groups) if it is gone."""
+    events = [event(7, 3), event(9, 4)]
+    batch = build_resend(KEYS, LIMITS, "p:run:r1:events", "r1", events, groups=True)
+    fields = [event_fields(e) for e in events]
+    assert batch.payload() == redis_py_packed(
+        ("XGROUP", "CREATE", "p:run:r1:events", "g1", "0", "MKSTREAM"),
+        ("XGROUP", "CREATE", "p:run:r1:events", "g2", "0", "MKSTREAM"),
+        ("XADD", "p:run:r1:events", "MAXLEN", "~", 10, "3-0", *fields[0]),
+        ("XADD", "p:run:r1:events", "MAXLEN", "~", 10, "4-0", *fields[1]),
+    )
+    glob = build_resend(KEYS, LIMITS, "p:events", None, events, groups=False)
+    assert [e.entry_id for e in glob.entries if e] == ["7-0", "9-0"]
 
 
 def test_any_other_error_rejects_the_batch() -> None:
@@ -309,6 +341,89 @@ def test_missing_replies_reject_the_batch() -> None:
     batch = build_batch(KEYS, LIMITS, [event(5, 1)], [])
     with pytest.raises(BatchRejected, match="expected 2 replies"):
         read_replies(batch, [b"1-0"])
+
+
+def test_xadd_without_create_matches_redis_py() -> None:
+    """NOMKSTREAM goes right after the key, and the array length counts it."""
+    ev = event(3, 2)
+    packed = pack_xadd(
+        xadd_head("p:events", 7, create=False), b"3-0", pack_entry_fields(ev, data_json(ev.data))
+    )
+    expected = ("XADD", "p:events", "NOMKSTREAM", "MAXLEN", "~", 7, "3-0", *event_fields(ev))
+    assert packed == redis_py_packed(expected)
+
+
+# -- telling our entries from foreign ones --------------------------------------------------------
+
+
+def our_entry(ev: Event) -> list[Any]:
+    flat = [
+        value if isinstance(value, bytes) else str(value).encode() for value in event_fields(ev)
+    ]
+    return [(f"{ev.seq}-0".encode(), dict(zip(flat[::2], flat[1::2], strict=True)))]
+
+
+def test_a_refused_entry_that_is_ours_is_a_repeat() -> None:
+    """The entry at our ID holds exactly our fields: sent before."""
+    ev = event(7, 3)
+    entry = Entry("p:run:r1:events", 3, ev, "r1")
+    info = StreamInfo(last=(5, 0), first=(1, 0))
+    assert is_ours(entry, our_entry(ev), info, bound=5)
+
+
+def test_an_entry_with_other_fields_at_our_id_is_foreign() -> None:
+    """Same ID, different content (another writer): not ours."""
+    entry = Entry("p:run:r1:events", 3, event(7, 3), "r1")
+    other = our_entry(event(8, 3))
+    assert not is_ours(entry, other, StreamInfo(last=(3, 0), first=(1, 0)), bound=5)
+
+
+def test_an_absent_entry_is_ours_only_if_trimmed_below_a_last_id_we_gave_out() -> None:
+    """No entry at our ID: trimmed (the stream starts above it) and the last ID is one of ours."""
+    entry = Entry("p:run:r1:events", 3, event(7, 3), "r1")
+    assert is_ours(entry, [], StreamInfo(last=(9, 0), first=(6, 0)), bound=9)
+    assert not is_ours(entry, [], StreamInfo(last=(999999, 0), first=(6, 0)), bound=9)
+    assert not is_ours(entry, [], StreamInfo(last=(9, 0), first=(1, 0)), bound=9)
+    assert not is_ours(entry, [], StreamInfo(last=(9, 1), first=(6, 0)), bound=9)
+    assert not is_ours(entry, [], None, bound=9)
+
+
+def test_a_held_stream_resumes_once_its_last_id_is_ours_again() -> None:
+    """A conflict ends when the last ID is back at or below what codyd wrote; a gone stream at once."""
+    conflict = Hold("p:run:r1:events", "r1", "foreign", ours_upto=10)
+    assert resume_after(conflict, StreamInfo(last=(999999, 0), first=(1, 0)), bound=20) is None
+    assert resume_after(conflict, StreamInfo(last=(10, 0), first=(1, 0)), bound=20) == 10
+    assert resume_after(conflict, StreamInfo(last=(4, 0), first=(1, 0)), bound=20) == 4
+    assert resume_after(conflict, None, bound=20) == 0
+    rebuild = Hold("p:run:r1:events", "r1", "rebuild")
+    assert resume_after(rebuild, StreamInfo(last=(20, 0), first=(1, 0)), bound=20) == 20
+    assert resume_after(rebuild, StreamInfo(last=(21, 0), first=(1, 0)), bound=20) is None
+    assert resume_after(rebuild, StreamInfo(last=(0, 0), first=None), bound=20) == 0
+
+
+def test_stream_info_reads_redis_py_answers() -> None:
+    """XINFO STREAM as redis-py parses it; a missing key is None, any other error is raised."""
+    reply = {"last-generated-id": b"12-0", "first-entry": (b"3-0", {b"seq": b"3"})}
+    assert stream_info(reply) == StreamInfo(last=(12, 0), first=(3, 0))
+    assert stream_info({"last-generated-id": b"0-0", "first-entry": None}) == StreamInfo(
+        (0, 0), None
+    )
+    assert stream_info(Exception("ERR no such key")) is None
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        stream_info(Exception("WRONGTYPE Operation against a key"))
+
+
+def test_holds_round_trip_through_the_store_text() -> None:
+    """What is saved in ``mirror.holds`` loads back as the same holds."""
+    repairs = Repairs.__new__(Repairs)
+    repairs.holds = {
+        "p:events": Hold("p:events", None, "rebuild"),
+        "p:run:a:events": Hold("p:run:a:events", "a", "foreign", ours_upto=4, found="999999-0"),
+    }
+    text = repairs.dump()
+    again = Repairs.__new__(Repairs)
+    again.load(text)
+    assert again.holds == repairs.holds
 
 
 # -- control entries ----------------------------------------------------------------------------

@@ -4,13 +4,18 @@ A batch holds, in this order: consumer-group creation for runs seen for the firs
 time, two XADDs per event (the run's stream with ID ``<seq>-0``, the global stream
 with ID ``<gid>-0``), the meta hash of every run it touches and their index entries.
 Every command is idempotent or recognisably repeated, so a batch can be sent again
-after any failure: an XADD whose explicit ID is not above the stream's top entry
-was accepted before, and a group that exists already is fine.
+after any failure: an XADD refused because its explicit ID is not above the stream's
+last ID is checked against what the stream holds (``repair.classify``), and a group
+that exists already is fine.
+
+Only an event's first entry (seq 1, gid 1) may create its stream. Every later XADD
+carries ``NOMKSTREAM``: a stream that should exist and does not was lost, and Redis
+says so with a nil reply instead of starting it again with a gap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -31,6 +36,21 @@ class Kind(Enum):
     XADD = "xadd"
     GROUP = "group"
     OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One XADD of a batch: its stream, its entry number (seq or gid) and the event."""
+
+    key: str
+    number: int
+    event: Event
+    # The run whose stream this is; None for the global stream.
+    run_id: str | None
+
+    @property
+    def entry_id(self) -> str:
+        return f"{self.number}-0"
 
 
 class BatchRejected(Exception):
@@ -58,15 +78,24 @@ class Batch:
     kinds: list[Kind] = field(default_factory=list)
     # (command, key) of each command, for error messages.
     labels: list[tuple[str, str]] = field(default_factory=list)
+    # The entry of each XADD, None for other commands.
+    entries: list[Entry | None] = field(default_factory=list)
     events: int = 0
 
     def add(self, kind: Kind, *args: Value) -> None:
         self.add_packed(kind, (str(args[0]), str(args[1])), pack_command(*args))
 
-    def add_packed(self, kind: Kind, label: tuple[str, str], packed: bytes) -> None:
+    def add_packed(
+        self, kind: Kind, label: tuple[str, str], packed: bytes, entry: Entry | None = None
+    ) -> None:
         self.chunks.append(packed)
         self.kinds.append(kind)
         self.labels.append(label)
+        self.entries.append(entry)
+
+    def add_xadd(self, head: bytes, entry: Entry, fields: bytes) -> None:
+        packed = pack_xadd(head, entry.entry_id.encode(), fields)
+        self.add_packed(Kind.XADD, ("XADD", entry.key), packed, entry)
 
     def payload(self) -> bytes:
         return b"".join(self.chunks)
@@ -82,28 +111,50 @@ class Limits:
     groups: tuple[str, ...] = ()
 
 
+class Heads:
+    """XADD heads, packed once per stream and per creating / not creating."""
+
+    def __init__(self, limits: Limits, global_key: str) -> None:
+        self._limits = limits
+        self._global_key = global_key
+        self._packed: dict[tuple[str, bool], bytes] = {}
+
+    def __call__(self, key: str, create: bool) -> bytes:
+        head = self._packed.get((key, create))
+        if head is None:
+            maxlen = (
+                self._limits.global_maxlen if key == self._global_key else self._limits.run_maxlen
+            )
+            head = self._packed[key, create] = xadd_head(key, maxlen, create=create)
+        return head
+
+
+def add_groups(batch: Batch, stream: str, groups: Iterable[str]) -> None:
+    for group in groups:
+        batch.add(Kind.GROUP, "XGROUP", "CREATE", stream, group, "0", "MKSTREAM")
+
+
 def build_batch(
     keys: Keys,
     limits: Limits,
     events: Sequence[Event],
     metas: Iterable[RunMeta],
     max_bytes: int = MAX_BATCH_BYTES,
+    held: Container[str] = frozenset(),
 ) -> Batch:
     """The pipeline for ``events`` (in gid order) and the given run metas.
 
     Events are taken in order until their data passes ``max_bytes`` (at least one
-    is always taken); ``batch.events`` says how many made it in.
+    is always taken); ``batch.events`` says how many made it in. Streams in ``held``
+    get no entries: they are being repaired (``repair.Repairs``).
     """
     batch = Batch()
     metas = list(metas)
     for meta in metas:
         if meta.first_seen:
-            stream = keys.run_events(meta.run_id)
-            for group in limits.groups:
-                batch.add(Kind.GROUP, "XGROUP", "CREATE", stream, group, "0", "MKSTREAM")
+            add_groups(batch, keys.run_events(meta.run_id), limits.groups)
     global_key = keys.events
-    global_head = xadd_head(global_key, limits.global_maxlen)
-    run_heads: dict[str, tuple[str, bytes]] = {}
+    heads = Heads(limits, global_key)
     size = 0
     for event in events:
         if batch.events and size >= max_bytes:
@@ -111,16 +162,13 @@ def build_batch(
         data = data_json(event.data)
         size += len(data) + ENTRY_OVERHEAD_BYTES
         fields = pack_entry_fields(event, data)
-        if event.run_id not in run_heads:
-            run_key = keys.run_events(event.run_id)
-            run_heads[event.run_id] = (run_key, xadd_head(run_key, limits.run_maxlen))
-        run_key, run_head = run_heads[event.run_id]
-        batch.add_packed(
-            Kind.XADD, ("XADD", run_key), pack_xadd(run_head, b"%d-0" % event.seq, fields)
-        )
-        batch.add_packed(
-            Kind.XADD, ("XADD", global_key), pack_xadd(global_head, b"%d-0" % event.gid, fields)
-        )
+        run_key = keys.run_events(event.run_id)
+        if run_key not in held:
+            entry = Entry(run_key, event.seq, event, event.run_id)
+            batch.add_xadd(heads(run_key, event.seq == 1), entry, fields)
+        if global_key not in held:
+            entry = Entry(global_key, event.gid, event, None)
+            batch.add_xadd(heads(global_key, event.gid == 1), entry, fields)
         batch.events += 1
     for meta in metas:
         flat = [item for pair in meta.fields.items() for item in pair]
@@ -130,27 +178,63 @@ def build_batch(
     return batch
 
 
+def build_resend(
+    keys: Keys,
+    limits: Limits,
+    key: str,
+    run_id: str | None,
+    events: Sequence[Event],
+    *,
+    groups: bool,
+) -> Batch:
+    """XADDs of ``events`` to the one stream ``key`` (a run's, or the global one if no run).
+
+    These may create the stream: a repair writes into a stream that may be gone. With
+    ``groups`` the run's consumer groups are created first.
+    """
+    batch = Batch()
+    if groups:
+        add_groups(batch, key, limits.groups)
+    head = Heads(limits, keys.events)(key, True)
+    for event in events:
+        number = event.gid if run_id is None else event.seq
+        batch.add_xadd(
+            head, Entry(key, number, event, run_id), pack_entry_fields(event, data_json(event.data))
+        )
+        batch.events += 1
+    return batch
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What a sent batch did: entries added, and entries Redis had already."""
+    """What a sent batch did: entries added, refused as not above the stream's last ID,
+    and not written because their stream is gone (``NOMKSTREAM``)."""
 
     added: int
-    repeated: int
+    refused: list[Entry]
+    missing: list[Entry]
 
 
 def read_replies(batch: Batch, replies: Sequence[object]) -> Outcome:
     """Check each reply against its command; raise :class:`BatchRejected` on a real error."""
     if len(replies) != len(batch):
         raise BatchRejected(f"expected {len(batch)} replies to the pipeline, got {len(replies)}")
-    added = repeated = 0
-    for kind, label, reply in zip(batch.kinds, batch.labels, replies, strict=True):
+    added = 0
+    refused: list[Entry] = []
+    missing: list[Entry] = []
+    for kind, label, entry, reply in zip(
+        batch.kinds, batch.labels, batch.entries, replies, strict=True
+    ):
         if not isinstance(reply, Exception):
-            if kind is Kind.XADD:
-                added += 1
+            if entry is not None:
+                if reply is None:
+                    missing.append(entry)
+                else:
+                    added += 1
             continue
         message = str(reply)
-        if kind is Kind.XADD and ALREADY_THERE in message:
-            repeated += 1
+        if entry is not None and ALREADY_THERE in message:
+            refused.append(entry)
         elif not (kind is Kind.GROUP and message.startswith(GROUP_EXISTS)):
             raise BatchRejected(f"{label[0]} {label[1]}: {message}")
-    return Outcome(added, repeated)
+    return Outcome(added, refused, missing)

@@ -37,3 +37,7 @@ class Keys:
 
     def daemon(self, node: str) -> str:
         return f"{self.prefix}daemon:{node}"
+
+    def marker(self, node: str) -> str:
+        """A key the mirror keeps while Redis holds its data: gone means Redis lost it."""
+        return f"{self.prefix}mirror:{node}"

@@ -7,9 +7,15 @@ again (after a lost connection, or a crash before the cursor reached the disk) i
 harmless: every entry carries an explicit ID, and Redis refuses an ID that is not
 above the stream's top entry, which the mirror reads as "already there".
 
+A stream that holds an entry codyd did not write, or that Redis lost, is held and
+repaired on its own (``repair``) while every other stream goes on. A key the mirror
+keeps in Redis (``{p}mirror:{node}``) tells when Redis lost its data: the index, meta,
+groups and streams of every run in the store are then written again.
+
 Nothing a run does waits for the mirror: it only reads what the store committed.
 While Redis is away the mirror retries with a capped exponential backoff and the
-backlog (``lag_events``) grows; when Redis returns it drains.
+backlog (``lag_events``) grows; when Redis returns it drains. Any other fault of the
+mirror, a bug included, is logged with its traceback and retried the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from codyd.mirror.backoff import Backoff
 from codyd.mirror.batch import (
     Batch,
     BatchRejected,
+    Entry,
     Kind,
     Limits,
     RunMeta,
@@ -39,11 +46,14 @@ from codyd.mirror.control import ControlReader, ControlTarget
 from codyd.mirror.fields import heartbeat_fields, meta_fields, unix_ms
 from codyd.mirror.keys import Keys
 from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe
+from codyd.mirror.repair import HOLDS_KEY, Repairs
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.mirror")
 
 CURSOR_KEY = "mirror.cursor"
+# Set once the mirror wrote its marker into Redis: from then on a missing marker is a loss.
+MARKED_KEY = "mirror.marked"
 BATCH_EVENTS = 1000
 # Most run metas written in one batch; runs left over are written by the next one.
 BATCH_METAS = 500
@@ -92,6 +102,8 @@ class Mirror:
         self.last_error: str | None = None
         self._target = control
         self._control = ControlReader(store, self.link, self.keys, control)
+        self._repairs = Repairs(store, self.link, self.keys, self.limits)
+        self._loaded = False
         self._started_at = started_at
         self._active_runs = active_runs
         self._backoff = Backoff()
@@ -115,8 +127,16 @@ class Mirror:
 
     @property
     def lag_events(self) -> int:
-        """Committed events not yet in Redis (gids, so trimmed events count until passed)."""
-        return max(0, self.store.committed_gid - self.cursor)
+        """Committed gids from the oldest event that may not be in Redis yet.
+
+        The cursor, or an older gid a held stream still lacks. Counted in gids, so
+        trimmed events, and other runs' events after a held one, count until passed.
+        """
+        behind = self.cursor
+        oldest_missing = self._repairs.oldest_missing_gid()
+        if oldest_missing is not None:
+            behind = min(behind, oldest_missing - 1)
+        return max(0, self.store.committed_gid - behind)
 
     def status(self) -> dict[str, Any]:
         """The ``mirror`` entry of ``daemon.info``."""
@@ -130,8 +150,40 @@ class Mirror:
     # -- the task ----------------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self._load()
+        except Exception:
+            log.exception("mirror could not load its state; retrying")
+        # Whatever happens in here, the daemon starts and runs without the mirror.
+        task_status.started()
+        try:
+            while True:
+                try:
+                    if not self._loaded:
+                        await self._load()
+                    await self._cycle()
+                except (RedisUnavailable, RedisRefused, BatchRejected) as exc:
+                    await self._after_failure(exc)
+                except Exception as exc:
+                    # The mirror is not worth the daemon: a fault here is logged and retried.
+                    log.exception("mirror failed unexpectedly; retrying", error=describe(exc))
+                    await self._after_failure(exc)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await self.link.aclose()
+
+    async def _load(self) -> None:
+        """The cursor and holds from the store; what cannot be read is rebuilt from the store."""
         saved = await self.store.kv_get(CURSOR_KEY)
-        self.cursor = self._saved_cursor = int(saved) if saved else 0
+        try:
+            self.cursor = int(saved or 0)
+        except ValueError:
+            log.warning(
+                "mirror cursor in the store is not a number; sending again from the start",
+                saved=saved[:60] if saved else saved,
+            )
+            self.cursor = 0
+        self._saved_cursor = self.cursor
         if self.cursor > self.store.committed_gid:
             # A store restored from an older copy: go back; what Redis has is recognised.
             log.warning(
@@ -140,32 +192,32 @@ class Mirror:
                 committed_gid=self.store.committed_gid,
             )
             self.cursor = self.store.committed_gid
+        try:
+            self._repairs.load(await self.store.kv_get(HOLDS_KEY))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("mirror holds in the store cannot be read; checking every stream")
+            self._repairs.rebuild(list(self.store.runs))
         for record in self.store.runs.values():
             if record.terminal:
                 self._meta_sent[record.run_id] = record.updated_at
             else:
                 self._live.add(record.run_id)
+        self._loaded = True
         log.info("mirror started", cursor=self.cursor, lag_events=self.lag_events)
-        task_status.started()
-        try:
-            while True:
-                try:
-                    await self._cycle()
-                except (RedisUnavailable, RedisRefused, BatchRejected) as exc:
-                    await self._after_failure(exc)
-                except Exception as exc:
-                    # The mirror is not worth the daemon: a fault here is logged and retried.
-                    log.exception("mirror failed unexpectedly; retrying")
-                    await self._after_failure(exc)
-        finally:
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await self.link.aclose()
 
     async def _cycle(self) -> None:
         if not self.connected:
             await self.link.ping()
+            await self._check_marker()
             self._on_connected()
         progressed = await self._send()
+        if self._repairs.holds and await self._repairs.step(self.cursor, trio.current_time()):
+            progressed = True
+            self._notify_progress()
+        conflict = self._repairs.conflict()
+        if conflict is not None:
+            # Like any failure it stays in last_error after it is resolved.
+            self.last_error = conflict
         self._save_cursor(force=not progressed)
         now = trio.current_time()
         if not self._closing and now >= self._next_beat:
@@ -186,6 +238,8 @@ class Mirror:
         if self.store.committed_gid > self.cursor:
             return
         wake_at = self._next_poll if self._closing else min(self._next_poll, self._next_beat)
+        if self._repairs.holds:
+            wake_at = min(wake_at, min(hold.next_try for hold in self._repairs.holds.values()))
         with trio.move_on_at(wake_at):
             await self.store.wait_committed()
 
@@ -203,20 +257,26 @@ class Mirror:
             return self._advance(upto)
         built: list[Batch] = []
 
+        held = self._repairs.held()
+
         def build() -> tuple[bytes, int]:
-            built.append(build_batch(self.keys, self.limits, events, metas))
+            built.append(build_batch(self.keys, self.limits, events, metas, held=held))
             return built[0].payload(), len(built[0])
 
         replies = await self.link.pipeline(build)
         batch = built[0]
         outcome = read_replies(batch, replies)
         self._backoff.reset()
-        if outcome.repeated:
-            log.info(
-                "mirror skipped entries already in redis",
-                entries=outcome.repeated,
-                after_gid=self.cursor,
-            )
+        if outcome.refused:
+            repeated = await self._repairs.check(outcome.refused)
+            if repeated:
+                log.info(
+                    "mirror skipped entries already in redis",
+                    entries=repeated,
+                    after_gid=self.cursor,
+                )
+        if outcome.missing:
+            self._lost(outcome.missing)
         for meta in metas:
             self._meta_sent[meta.run_id] = meta.updated_at
             self._known.add(meta.run_id)
@@ -265,13 +325,32 @@ class Mirror:
         if cursor <= self.cursor:
             return False
         self.cursor = cursor
-        self._progress.set()
-        self._progress = trio.Event()
+        self._notify_progress()
         return True
 
+    def _notify_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _lost(self, missing: Sequence[Entry]) -> None:
+        """Streams Redis no longer has: each is refilled, and a data loss is looked for at once."""
+        for entry in missing:
+            if entry.key not in self._repairs.holds:
+                log.warning("mirror stream is gone from redis; writing it again", key=entry.key)
+            self._repairs.hold(entry.key, entry.run_id, "missing")
+        self._next_beat = 0.0
+
     def _save_cursor(self, *, force: bool = False) -> None:
-        """Queue the cursor for the store's next commit: when idle, else at most every 0.5 s."""
+        """Queue the cursor for the store's next commit: when idle, else at most every 0.5 s.
+
+        Holds are queued first, in the same commit: the cursor never passes events that a
+        restart would not know are held.
+        """
         now = trio.current_time()
+        if self._repairs.dirty and (force or now >= self._next_save):
+            self.store.kv_set(HOLDS_KEY, self._repairs.dump())
+            self._next_save = now + CURSOR_SAVE_S
+            force = True
         if self.cursor != self._saved_cursor and (force or now >= self._next_save):
             self.store.kv_set(CURSOR_KEY, str(self.cursor))
             self._saved_cursor = self.cursor
@@ -287,7 +366,44 @@ class Mirror:
         batch = Batch()
         batch.add(Kind.OTHER, "HSET", key, *(item for pair in fields.items() for item in pair))
         batch.add(Kind.OTHER, "PEXPIRE", key, int(self.config.heartbeat_s * 3000))
-        read_replies(batch, await self.link.pipeline(lambda: (batch.payload(), len(batch))))
+        batch.add(Kind.OTHER, "EXISTS", self.keys.marker(self.config.node))
+        replies = await self.link.pipeline(lambda: (batch.payload(), len(batch)))
+        read_replies(batch, replies)
+        if not replies[-1]:
+            await self._rebuild()
+
+    # -- data loss ---------------------------------------------------------------------------------
+
+    async def _check_marker(self) -> None:
+        marker = self.keys.marker(self.config.node)
+        if not await self.link.execute(lambda client: client.exists(marker)):
+            await self._rebuild()
+
+    async def _rebuild(self) -> None:
+        """Redis lost what the mirror wrote: write the index, meta, groups and streams again.
+
+        Also on the first connection of a store to a Redis (a new install, or an upgrade
+        from a codyd without the marker): what is there already is recognised.
+        """
+        marker = self.keys.marker(self.config.node)
+        runs = list(self.store.runs)
+        if await self.store.kv_get(MARKED_KEY):
+            log.warning(
+                "redis lost the mirror's data; rebuilding it from the store",
+                marker=marker,
+                runs=len(runs),
+            )
+        else:
+            log.info("mirror writes to this redis for the first time", runs=len(runs))
+        self._repairs.rebuild(runs)
+        # Every run counts as new again: its groups, index entry and meta are written.
+        self._known.clear()
+        self._meta_sent.clear()
+        self._live.update(runs)
+        self._next_scan = 0.0
+        self._save_cursor(force=True)
+        await self.link.execute(lambda client: client.set(marker, self.config.node))
+        self.store.kv_set(MARKED_KEY, marker)
 
     # -- connection state --------------------------------------------------------------------------
 
@@ -325,14 +441,23 @@ class Mirror:
         """Give the mirror up to ``timeout_s`` to write every committed event; True if it did.
 
         The heartbeat stops, and its hash is deleted once the backlog is written.
-        What is left is written by the next start, from the saved cursor.
+        What is left is written by the next start, from the saved cursor. A fault in
+        here is logged: it never stops the daemon's shutdown.
         """
+        try:
+            return await self._flush(timeout_s)
+        except Exception:
+            log.exception("mirror failed while flushing; the next start resumes from its cursor")
+            return False
+
+    async def _flush(self, timeout_s: float) -> bool:
         self._closing = True
         target = self.store.committed_gid
         self._backoff.reset()
         self._hurry.set()
         with trio.move_on_after(timeout_s):
-            while self.cursor < target:
+            # Streams in conflict wait for an operator, not for the shutdown.
+            while self.cursor < target or self._repairs.repairing():
                 await self._progress.wait()
             self._save_cursor(force=True)
             try:

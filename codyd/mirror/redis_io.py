@@ -11,6 +11,7 @@ redis-py's connection as they are: one write, then one reply per command.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -26,6 +27,17 @@ SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
 
 T = TypeVar("T")
+
+
+def _needs_command_name() -> bool:
+    """redis-py before 5.3 requires ``get_connection``'s command name; later ones warn if given."""
+    signature = inspect.signature(redis.ConnectionPool.get_connection)
+    parameter = signature.parameters.get("command_name")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
+
+
+# The pool's arguments for one connection: what this redis-py version wants.
+_GET_CONNECTION_ARGS: tuple[str, ...] = ("XADD",) if _needs_command_name() else ()
 
 
 class RedisUnavailable(Exception):
@@ -86,7 +98,7 @@ class RedisLink:
         def send() -> list[Any]:
             payload, count = build()
             pool = self._client.connection_pool
-            connection = pool.get_connection()
+            connection = pool.get_connection(*_GET_CONNECTION_ARGS)
             try:
                 connection.send_packed_command([payload])  # type: ignore[no-untyped-call]
                 replies: list[Any] = []

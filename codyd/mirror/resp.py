@@ -19,7 +19,7 @@ _ENTRY_FIELDS = (
     b"$4\r\nturn\r\n$%d\r\n%b\r\n"
     b"$4\r\ndata\r\n$%d\r\n%b\r\n"
 )
-# XADD key MAXLEN ~ N id, then the 7 field/value pairs of an entry.
+# XADD key [NOMKSTREAM] MAXLEN ~ N id, then the 7 field/value pairs of an entry.
 _XADD_ARGS = 6 + 14
 
 
@@ -41,9 +41,17 @@ def pack_command(*args: Value) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(bulk(encode(arg)) for arg in args)
 
 
-def xadd_head(key: str, maxlen: int) -> bytes:
-    """The arguments every XADD to ``key`` starts with, up to the entry ID."""
-    return b"".join(bulk(encode(arg)) for arg in ("XADD", key, "MAXLEN", "~", maxlen))
+def xadd_head(key: str, maxlen: int, *, create: bool = True) -> bytes:
+    """The start of every XADD to ``key``: the array header and the arguments up to the ID.
+
+    Without ``create`` the XADD carries ``NOMKSTREAM``: Redis answers nil instead of
+    creating a stream that should be there already.
+    """
+    args: tuple[Value, ...] = ("XADD", key, "MAXLEN", "~", maxlen)
+    if not create:
+        args = ("XADD", key, "NOMKSTREAM", "MAXLEN", "~", maxlen)
+    count = _XADD_ARGS + len(args) - 5
+    return b"*%d\r\n" % count + b"".join(bulk(encode(arg)) for arg in args)
 
 
 def pack_entry_fields(event: Event, data: bytes) -> bytes:
@@ -62,4 +70,4 @@ def pack_entry_fields(event: Event, data: bytes) -> bytes:
 
 def pack_xadd(head: bytes, entry_id: bytes, fields: bytes) -> bytes:
     """One XADD from its head (:func:`xadd_head`), explicit entry ID and packed fields."""
-    return b"*%d\r\n%b$%d\r\n%b\r\n%b" % (_XADD_ARGS, head, len(entry_id), entry_id, fields)
+    return b"%b$%d\r\n%b\r\n%b" % (head, len(entry_id), entry_id, fields)
