@@ -61,6 +61,8 @@ WARMUP_S = 10.0  # a lifetime's first sample is taken once recovery and turns ar
 FD_SLACK, RSS_FACTOR, RSS_SLACK_MIB = 64, 1.5, 32.0
 FINAL_WAIT_S = 120.0
 CLIENT_HOLD_S = (0.1, 4.0)
+ABRUPT_DROPS = ("close", "reset", "cancel")  # cancel: rpc.cancel, then close at once
+POLITE_WAIT_S = 5.0
 SHUTDOWN_BOUND_S = 5.0 + 10.0  # the default sigkill_delay_s + 10 s (SPEC 2.7)
 LOG_TAIL_LINES = 80
 EXCEPTION_RE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Group)\b.*")
@@ -295,10 +297,21 @@ class StreamConn:
     def drop(self, how: str) -> None:
         if how == "reset":  # SO_LINGER 0: the close sends RST, not FIN
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        if how == "cancel":
+        if how in ("cancel", "polite"):
             with contextlib.suppress(OSError):
                 self.send(2, "rpc.cancel", {"id": 1})
+        if how == "polite":
+            with contextlib.suppress(OSError, ConnectionError):
+                self._until_final(1, POLITE_WAIT_S)
         self.sock.close()
+
+    def _until_final(self, request_id: int, timeout: float) -> None:
+        """Read until the stream's final response (its end after the cancel) arrives."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for frame in self.frames():
+                if frame.get("id") == request_id and ("result" in frame or "error" in frame):
+                    return
 
 
 class SeqCheck:
@@ -321,7 +334,11 @@ class SeqCheck:
 
 
 def client_session(
-    socket_path: Path, run_ids: list[str], rng: random.Random, stats: ClientStats
+    socket_path: Path,
+    run_ids: list[str],
+    rng: random.Random,
+    stats: ClientStats,
+    drops: tuple[str, ...],
 ) -> None:
     kind = rng.choice(("run.events", "run.events all", "run.logs"))
     run_id = rng.choice(run_ids)
@@ -340,7 +357,7 @@ def client_session(
             stats.connect_failures += 1
         time.sleep(0.2)
         return
-    how = rng.choice(("close", "reset", "cancel"))
+    how = rng.choice(drops)
     try:
         conn.send(1, "run.logs" if kind == "run.logs" else "run.events", params)
         frames = read_for(conn, rng.uniform(*CLIENT_HOLD_S), check, stats)
@@ -375,11 +392,16 @@ def read_for(conn: StreamConn, hold_s: float, check: SeqCheck, stats: ClientStat
 
 
 def client_loop(
-    socket_path: Path, run_ids: list[str], seed: int, stop: threading.Event, stats: ClientStats
+    socket_path: Path,
+    run_ids: list[str],
+    seed: int,
+    stop: threading.Event,
+    stats: ClientStats,
+    drops: tuple[str, ...],
 ) -> None:
     rng = random.Random(seed)
     while not stop.is_set():
-        client_session(socket_path, run_ids, rng, stats)
+        client_session(socket_path, run_ids, rng, stats, drops)
         stop.wait(rng.uniform(0.0, 0.3))
 
 
@@ -576,6 +598,7 @@ class Soak:
     runs: int
     clients: int
     seed: int
+    drops: tuple[str, ...] = ABRUPT_DROPS
     rng: random.Random = field(init=False)
     redis: UnixRedis = field(init=False)
     sup: Supervisor = field(init=False)
@@ -600,7 +623,10 @@ class Soak:
         threads = [
             threading.Thread(
                 target=client_loop,
-                args=(self.sup.socket_path, self.run_ids, self.seed + n, stop, self.stats),
+                args=(
+                    *(self.sup.socket_path, self.run_ids, self.seed + n),
+                    *(stop, self.stats, self.drops),
+                ),
                 daemon=True,
             )
             for n in range(self.clients)
@@ -667,8 +693,34 @@ class Soak:
 
 
 def lifetime_rows(lifetimes: list[Lifetime]) -> list[Row]:
-    rows: list[Row] = []
-    for life in lifetimes:
+    judged = [life for life in lifetimes if life.first_last() is not None]
+    rows = [
+        Row(
+            f"daemon lifetimes long enough to judge RSS and fds (2 samples after {WARMUP_S:g} s)",
+            len(judged),
+            len(lifetimes),
+            "count",
+        )
+    ]
+    samples = [sample for life in lifetimes for sample in life.samples]
+    if samples:
+        rows.append(
+            Row(
+                "RSS, first and last sample of the soak",
+                samples[-1][1] / 1024,
+                samples[0][1] / 1024,
+                "MiB",
+            )
+        )
+        rows.append(
+            Row(
+                "open fds, first and last sample of the soak",
+                samples[-1][2],
+                samples[0][2],
+                "count",
+            )
+        )
+    for life in judged:
         span = life.first_last()
         if span is None:
             continue
@@ -781,12 +833,18 @@ def main(argv: list[str] | None = None) -> int:
         "--clients", type=int, default=8, help="client threads following and dropping"
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--polite",
+        action="store_true",
+        help="clients end every stream with rpc.cancel and read its end before closing",
+    )
     args = parser.parse_args(argv)
     if shutil.which("redis-server") is None:
         print("soak: redis-server is not installed", file=sys.stderr)
         return 2
     root = short_tempdir()
-    soak = Soak(root, args.minutes, args.runs, args.clients, args.seed)
+    drops = ("polite",) if args.polite else ABRUPT_DROPS
+    soak = Soak(root, args.minutes, args.runs, args.clients, args.seed, drops)
     try:
         soak.redis.start()
         soak.sup.start()
