@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import random
 import re
@@ -159,7 +160,7 @@ class Lifetime:
             "pid": self.pid,
             "ended_by": self.ended_by,
             "returncode": self.returncode,
-            "samples": len(self.samples),
+            "samples": [[round(age, 1), rss, fds] for age, rss, fds in self.samples],
             "first": span[0] if span else None,
             "last": span[1] if span else None,
             "log_tail": self.log_tail,
@@ -599,6 +600,7 @@ class Soak:
     clients: int
     seed: int
     drops: tuple[str, ...] = ABRUPT_DROPS
+    kills: bool = True
     rng: random.Random = field(init=False)
     redis: UnixRedis = field(init=False)
     sup: Supervisor = field(init=False)
@@ -617,7 +619,7 @@ class Soak:
         """Until the time is up: clients follow and drop, codyd is killed, Redis restarts."""
         began = time.monotonic()
         end = began + self.minutes * 60
-        next_kill = began + self.rng.uniform(*KILL_EVERY_S)
+        next_kill = began + self.rng.uniform(*KILL_EVERY_S) if self.kills else math.inf
         next_redis = began + REDIS_RESTART_EVERY_S
         stop = threading.Event()
         threads = [
@@ -834,6 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--no-kill",
+        action="store_true",
+        help="never kill codyd: one daemon lifetime, to see whether its RSS levels off",
+    )
+    parser.add_argument(
         "--polite",
         action="store_true",
         help="clients end every stream with rpc.cancel and read its end before closing",
@@ -844,7 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = short_tempdir()
     drops = ("polite",) if args.polite else ABRUPT_DROPS
-    soak = Soak(root, args.minutes, args.runs, args.clients, args.seed, drops)
+    soak = Soak(root, args.minutes, args.runs, args.clients, args.seed, drops, not args.no_kill)
     try:
         soak.redis.start()
         soak.sup.start()
