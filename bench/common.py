@@ -211,6 +211,20 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def read_rss_fds(pid: int) -> tuple[int, int] | None:
+    """VmRSS (KiB) and the count of open file descriptors of a live process; None once gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            status = handle.read()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1]), fds
+    return None  # a zombie has no VmRSS
+
+
 @dataclass
 class ServerProcess:
     """A server process listening on a Unix socket, with its log file."""
