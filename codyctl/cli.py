@@ -42,6 +42,8 @@ EXIT_INTERRUPTED = 130
 
 STATES = tuple(state.value for state in State)
 RECENT_EVENTS = 20
+# How often `logs -f` looks again at a turn that codyd is still spawning.
+SPAWN_POLL_S = 0.05
 # codyd.spec.DEFAULT_STOP_FILE, repeated to keep codyd.spec out of codyctl's start-up
 # (tests/test_codyctl_unit.py checks that they agree).
 DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
@@ -277,8 +279,34 @@ def follow_logs(settings: Settings, run_id: str, stream: str, writer: ItemHandle
             turn = next_turn(settings, run_id, done)
             if turn is None:
                 return
-        run_stream(settings, LogCursor(run_id, stream, turn), writer, follow=True)
+        follow_turn(settings, run_id, stream, turn, writer)
         done, turn = turn, None
+
+
+def follow_turn(
+    settings: Settings, run_id: str, stream: str, turn: int, writer: ItemHandler
+) -> None:
+    """Follow one turn's log until that turn has really ended.
+
+    codyd may end a followed log ``turn_finished`` while the turn is still being spawned
+    (its phase is not yet ``in_turn``); the turn is over only once a later turn began, it
+    has a ``turn_completed`` event, or the run is terminal.
+    """
+    cursor = LogCursor(run_id, stream, turn)
+    while True:
+        run_stream(settings, cursor, writer, follow=True)
+        if turn_over(settings, run_id, turn):
+            return
+        time.sleep(SPAWN_POLL_S)
+
+
+def turn_over(settings: Settings, run_id: str, turn: int) -> bool:
+    with settings.open() as client:
+        snapshot = client.call("run.status", {"run_id": run_id})
+        if snapshot.get("state") in TERMINAL or snapshot.get("current_turn", 0) > turn:
+            return True
+        params = {"run_id": run_id, "after": 0, "types": ["turn_completed"]}
+        return any(event.get("turn") == turn for event in client.stream("run.events", params))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -512,6 +540,9 @@ def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, foll
     def print_logs(run_id: str) -> None:
         if follow and turn is None:
             follow_logs(settings, run_id, stream, chunk_writer(settings))
+            return
+        if follow and turn is not None:
+            follow_turn(settings, run_id, stream, turn, chunk_writer(settings))
             return
         cursor = LogCursor(run_id, stream, turn)
         run_stream(settings, cursor, chunk_writer(settings), follow=follow)

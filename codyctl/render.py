@@ -102,27 +102,35 @@ def snapshot_text(
 
 
 def _stats_fields(stats: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Counters worth a line: none of them while they are all zero."""
     tokens = stats.get("tokens") or {}
     files = stats.get("files") or {}
     tests = stats.get("tests") or {}
     cost = stats.get("cost_usd")
+    failed = stats.get("failed_turns", 0)
     return [
-        ("turns", f"{stats.get('turns', 0)} ({stats.get('failed_turns', 0)} failed)"),
+        ("turns", f"{stats.get('turns', 0)}" + (f" ({failed} failed)" if failed else "")),
         (
             "tokens",
             f"{tokens.get('total', 0)} total: {tokens.get('input', 0)} in "
-            f"({tokens.get('cached', 0)} cached), {tokens.get('output', 0)} out",
+            f"({tokens.get('cached', 0)} cached), {tokens.get('output', 0)} out"
+            if tokens.get("total")
+            else None,
         ),
-        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) else None),
+        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) and cost else None),
         (
             "files",
             f"{files.get('read', 0)} read, {files.get('written', 0)} written, "
-            f"{files.get('deleted', 0)} deleted",
+            f"{files.get('deleted', 0)} deleted"
+            if any(files.values())
+            else None,
         ),
         (
             "tests",
             f"{tests.get('runs', 0)} runs: {tests.get('passed', 0)} passed, "
-            f"{tests.get('failed', 0)} failed",
+            f"{tests.get('failed', 0)} failed"
+            if tests.get("runs")
+            else None,
         ),
     ]
 
