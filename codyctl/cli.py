@@ -1,23 +1,26 @@
 """The ``codyctl`` command line: one small function per command over shared helpers.
 
-Exit status: 0 success, 1 the daemon answered with an error, 2 usage error,
-3 the daemon cannot be reached, 4 a waited-for run ended failed or cancelled,
-5 ``wait --timeout`` expired, 130 interrupted.
+Exit status (docs/codyctl.md has the table): 0 success, 1 the daemon answered with an error,
+2 usage error (a bad flag value too, even one the daemon refused), 3 the daemon cannot be
+reached, 4 a waited-for run ended failed or cancelled, 5 ``wait --for`` expired,
+130 interrupted. With ``--json`` every error is also one JSON object on stdout.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import Any, TypeVar
 
 import click
 
+import codyd
 from codyctl import render
 from codyctl.client import DEFAULT_TIMEOUT_S, ConnectError, DeadlineExceeded
 from codyctl.follow import (
+    Backoff,
     EventCursor,
     Item,
     ItemHandler,
@@ -26,11 +29,12 @@ from codyctl.follow import (
     present,
     run_stream,
 )
-from codyd.errors import CodydError
+from codyd.errors import CodydError, InvalidParams, NotFound
 from codyd.protocol import AGENTS, MAX_LIST_LIMIT
 from codyd.runs.state import TERMINAL, TERMINAL_EVENTS, State
 
 EXIT_DAEMON_ERROR = 1
+EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_RUN_UNSUCCESSFUL = 4
 EXIT_WAIT_TIMEOUT = 5
@@ -38,25 +42,86 @@ EXIT_INTERRUPTED = 130
 
 STATES = tuple(state.value for state in State)
 RECENT_EVENTS = 20
+# How often `logs -f` looks again at a turn that codyd is still spawning.
+SPAWN_POLL_S = 0.05
+# codyd.spec.DEFAULT_STOP_FILE, repeated to keep codyd.spec out of codyctl's start-up
+# (tests/test_codyctl_unit.py checks that they agree).
+DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
+T = TypeVar("T")
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
-class CodyctlGroup(click.Group):
-    """Turns daemon errors and unreachable daemons into codyctl's exit statuses."""
+class Failure(Exception):
+    """An error codyctl itself reports, with its exit status and a code for ``--json``."""
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except CodydError as exc:
-            fail(EXIT_DAEMON_ERROR, f"{exc.code}: {exc.message}")
-        except ConnectError as exc:
-            fail(EXIT_UNREACHABLE, str(exc))
-        except KeyboardInterrupt:
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+    def __init__(
+        self, status: int, code: str, message: str, data: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.data = data or {}
 
 
-def fail(status: int, message: str) -> NoReturn:
-    click.echo(f"codyctl: {message}", err=True)
-    raise click.exceptions.Exit(status)
+class FlagError(click.UsageError):
+    """A flag's value is wrong (the daemon may be the one that said so): exit 2."""
+
+    def __init__(self, message: str, data: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class Globals:
+    """The global options, which may be given before or after the command."""
+
+    def __init__(self) -> None:
+        self.socket: str | None = None
+        self.json = False
+        self.timeout: float | None = None
+
+    def settings(self) -> Settings:
+        return Settings(self.socket, self.json, self.timeout)
+
+
+def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if value is not None and value is not False and param.name is not None:
+        setattr(ctx.find_object(Globals), param.name, value)
+    return value
+
+
+positive_seconds = click.FloatRange(min=0, min_open=True)
+GLOBAL_OPTIONS = (
+    click.option(
+        "--socket",
+        metavar="PATH",
+        expose_value=False,
+        callback=remember,
+        help="Daemon socket [default: $CODYD_SOCKET, else codyd's default path].",
+    ),
+    click.option(
+        "--json",
+        is_flag=True,
+        expose_value=False,
+        callback=remember,
+        help="Print JSON only: results and errors as one object, streams one per line.",
+    ),
+    click.option(
+        "--timeout",
+        type=positive_seconds,
+        metavar="S",
+        expose_value=False,
+        callback=remember,
+        help=f"Seconds to wait for the daemon to answer [default: {DEFAULT_TIMEOUT_S:g}]; "
+        "when following, how long to keep reconnecting [default: forever].",
+    ),
+)
+
+
+def with_global_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in GLOBAL_OPTIONS:
+        function = option(function)
+    return function
 
 
 def write_line(line: str) -> None:
@@ -99,6 +164,24 @@ def chunk_writer(settings: Settings) -> ItemHandler:
     return write_raw
 
 
+def on_run(settings: Settings, handle: str, action: Callable[[str], T]) -> T:
+    """Do ``action`` with the run ``handle`` names: as an exact id first, else resolved.
+
+    A handle that is not an exact id makes ``action`` fail ``not_found`` before it has done
+    anything; only then are the runs searched for a unique id prefix or name.
+    """
+    try:
+        return action(handle)
+    except NotFound:
+        from codyctl import handles
+
+        with settings.open() as client:
+            run_id = handles.run_id(client, handle)
+        if run_id == handle:
+            raise
+        return action(run_id)
+
+
 def recent_start(settings: Settings, run_id: str | None) -> int | None:
     """The cursor that makes a tail begin with the last ``RECENT_EVENTS`` events."""
     with settings.open() as client:
@@ -115,10 +198,22 @@ def recent_start(settings: Settings, run_id: str | None) -> int | None:
 def tail_events(
     settings: Settings, run_id: str | None, after: int | None, types: list[str], follow: bool
 ) -> None:
+    printer = event_printer(settings, run_id is None)
+    if after is None and types:
+        # The window of RECENT_EVENTS applies after the filter: the last 20 of those types.
+        from collections import deque
+
+        cursor = EventCursor(run_id, types, 0)
+        recent: deque[Item] = deque(maxlen=RECENT_EVENTS)
+        run_stream(settings, cursor, recent.append, follow=False)
+        for event in recent:
+            printer(event)
+        if follow:
+            run_stream(settings, cursor, printer, follow=True)
+        return
     if after is None:
         after = recent_start(settings, run_id)
-    cursor = EventCursor(run_id, types, after)
-    run_stream(settings, cursor, event_printer(settings, run_id is None), follow=follow)
+    run_stream(settings, EventCursor(run_id, types, after), printer, follow=follow)
 
 
 def wait_for_end(settings: Settings, run_id: str, deadline: float | None) -> dict[str, Any]:
@@ -139,67 +234,149 @@ def report_end(settings: Settings, run_id: str, deadline: float | None = None) -
     try:
         snapshot = wait_for_end(settings, run_id, deadline)
     except DeadlineExceeded:
-        fail(EXIT_WAIT_TIMEOUT, f"timed out waiting for run {run_id} to end")
+        raise Failure(
+            EXIT_WAIT_TIMEOUT, "wait_timeout", f"timed out waiting for run {run_id} to end"
+        ) from None
     show(settings, snapshot, render.state_line)
     if snapshot.get("state") != "completed":
         raise click.exceptions.Exit(EXIT_RUN_UNSUCCESSFUL)
 
 
-def control(settings: Settings, method: str, params: dict[str, Any]) -> None:
-    show(settings, settings.call(method, present(params)), render.state_line)
+def control(settings: Settings, method: str, handle: str, params: dict[str, Any]) -> None:
+    def act(run_id: str) -> Any:
+        return settings.call(method, present({"run_id": run_id, **params}))
+
+    show(settings, on_run(settings, handle, act), render.state_line)
+
+
+class NextTurn(Exception):
+    def __init__(self, turn: int) -> None:
+        self.turn = turn
+
+
+def next_turn(settings: Settings, run_id: str, after_turn: int) -> int | None:
+    """Block until a turn after ``after_turn`` starts; None once the run is terminal."""
+
+    def check(event: Item) -> None:
+        turn = event.get("turn")
+        if isinstance(turn, int) and turn > after_turn:
+            raise NextTurn(turn)
+
+    try:
+        run_stream(settings, EventCursor(run_id, ["turn_started"], 0), check, follow=True)
+    except NextTurn as found:
+        return found.turn
+    return None
+
+
+def follow_logs(settings: Settings, run_id: str, stream: str, writer: ItemHandler) -> None:
+    """``logs -f`` without ``--turn``: the newest turn, then each next one, until the end."""
+    with settings.open() as client:
+        turn: int | None = client.call("run.status", {"run_id": run_id}).get("current_turn") or None
+    done = 0
+    while True:
+        if turn is None:
+            turn = next_turn(settings, run_id, done)
+            if turn is None:
+                return
+        follow_turn(settings, run_id, stream, turn, writer)
+        done, turn = turn, None
+
+
+def follow_turn(
+    settings: Settings, run_id: str, stream: str, turn: int, writer: ItemHandler
+) -> None:
+    """Follow one turn's log until that turn has really ended.
+
+    codyd may end a followed log ``turn_finished`` while the turn is still being spawned
+    (its phase is not yet ``in_turn``); the turn is over only once a later turn began, it
+    has a ``turn_completed`` event, or the run is terminal.
+    """
+    cursor = LogCursor(run_id, stream, turn)
+    while True:
+        run_stream(settings, cursor, writer, follow=True)
+        if turn_over(settings, run_id, turn):
+            return
+        time.sleep(SPAWN_POLL_S)
+
+
+def turn_over(settings: Settings, run_id: str, turn: int) -> bool:
+    with settings.open() as client:
+        snapshot = client.call("run.status", {"run_id": run_id})
+        if snapshot.get("state") in TERMINAL or snapshot.get("current_turn", 0) > turn:
+            return True
+        params = {"run_id": run_id, "after": 0, "types": ["turn_completed"]}
+        return any(event.get("turn") == turn for event in client.stream("run.events", params))
 
 
 # --- commands ----------------------------------------------------------------------------------
 
-positive_seconds = click.FloatRange(min=0, min_open=True)
+
+def command(
+    name: str | None = None, **options: Any
+) -> Callable[[Callable[..., Any]], click.Command]:
+    """A codyctl command: it takes the global options too and gets the settings first."""
+
+    def decorate(function: Callable[..., Any]) -> click.Command:
+        @functools.wraps(function)
+        def invoke(**params: Any) -> Any:
+            globals_ = click.get_current_context().find_object(Globals) or Globals()
+            return function(globals_.settings(), **params)
+
+        return cli.command(name, **options)(with_global_options(invoke))
+
+    return decorate
 
 
-@click.group(cls=CodyctlGroup)
-@click.option(
-    "--socket",
-    "socket_path",
-    metavar="PATH",
-    help="Daemon socket [default: $CODYD_SOCKET, else codyd's default path].",
+@click.group(context_settings=CONTEXT_SETTINGS)
+@with_global_options
+@click.version_option(
+    codyd.__version__, "--version", prog_name="codyctl", message="%(prog)s %(version)s"
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON only (streams: one per line).")
-@click.option(
-    "--timeout",
-    type=positive_seconds,
-    metavar="S",
-    help=f"Seconds to wait for an answer [default: {DEFAULT_TIMEOUT_S:g}]; "
-    "when following, how long to keep reconnecting [default: forever].",
-)
-@click.pass_context
-def cli(ctx: click.Context, socket_path: str | None, as_json: bool, timeout: float | None) -> None:
-    """Control codyd, the supervisor of autonomous coding agent runs."""
-    ctx.obj = Settings(socket_path, as_json, timeout)
+def cli() -> None:
+    """Control codyd, the supervisor of autonomous coding agent runs.
+
+    RUN is a run id, a unique prefix of one (8+ characters) or a unique run name.
+    The global options may come before or after the command.
+    """
 
 
-@cli.command()
+@command()
 @click.argument("workspace")
 @click.argument("argv", nargs=-1, metavar="[-- ARGV...]")
 @click.option("--agent", type=click.Choice(AGENTS), help="Agent runtime [default: command].")
 @click.option("--prompt", metavar="T", help="Prompt text (else --prompt-file, else stdin).")
-@click.option("--prompt-file", metavar="F", help="Workspace file re-read every turn.")
+@click.option("--prompt-file", metavar="F", help="Prompt file, re-read every turn.")
 @click.option(
     "--context-file", "context_files", multiple=True, metavar="F", help="Appended every turn."
 )
-@click.option("--max-turns", type=int, metavar="N", help="Turns before the run completes.")
-@click.option("--stop-file", metavar="F", help="Workspace file whose appearance completes the run.")
+@click.option(
+    "--max-turns", type=int, metavar="N", help="Turns before the run completes [default: 100]."
+)
+@click.option(
+    "--stop-file",
+    metavar="F",
+    help="Workspace-relative file whose appearance after a turn completes the run "
+    f"[default: {DEFAULT_STOP_FILE}]; '' for none.",
+)
+@click.option("--no-stop-file", is_flag=True, help="No stop file (same as --stop-file '').")
 @click.option("--complete-pattern", metavar="RE", help="Output regex that completes the run.")
 @click.option("--model", metavar="M", help="Model passed to the agent.")
-@click.option("--name", metavar="N", help="Human label.")
-@click.option("--run-id", metavar="ID", help="Client-chosen run id.")
+@click.option("--name", metavar="N", help="Human label; names the run wherever RUN is taken.")
+@click.option("--run-id", metavar="ID", help="Client-chosen run id [default: generated].")
 @click.option("--env", multiple=True, callback=key_values, metavar="K=V", help="Agent env.")
-@click.option("--label", "labels", multiple=True, callback=key_values, metavar="K=V")
+@click.option(
+    "--label", "labels", multiple=True, callback=key_values, metavar="K=V", help="Run label."
+)
 @click.option(
     "--watch-log", "watch_logs", multiple=True, metavar="F", help="Log file watched for growth."
 )
-@click.option("--stall-timeout", type=positive_seconds, metavar="S", help="Max silent turn time.")
-@click.option("--turn-timeout", type=positive_seconds, metavar="S", help="Max turn time.")
+@click.option(
+    "--stall-timeout", type=positive_seconds, metavar="S", help="Max silent turn time [600]."
+)
+@click.option("--turn-timeout", type=positive_seconds, metavar="S", help="Max turn time [3600].")
 @click.option("--follow", is_flag=True, help="Then tail the run's events.")
 @click.option("--wait", "wait_end", is_flag=True, help="Then wait for the run to end.")
-@click.pass_obj
 def start(
     settings: Settings,
     /,
@@ -211,11 +388,22 @@ def start(
 ) -> None:
     """Start a run in WORKSPACE and print its id.
 
-    ARGV after -- is the command to run (implying --agent command).
+    ARGV after -- is the agent's command (implying --agent command). Relative paths are
+    relative to the current directory when they exist there, else to the workspace.
     """
+    from codyctl import startspec
+
     if follow and wait_end:
         raise click.UsageError("give --follow or --wait, not both")
-    snapshot = settings.call("run.start", run_spec(workspace, argv, options))
+    spec = startspec.run_spec(workspace, argv, options)
+    try:
+        snapshot = settings.call("run.start", spec)
+    except InvalidParams as exc:
+        message = startspec.flag_message(exc.field, exc.message)
+        if message is None:
+            raise
+        data = {**exc.data, "flag": startspec.flag_for(exc.field)}
+        raise FlagError(message, data) from None
     show(settings, snapshot, lambda run: str(run["run_id"]))
     if follow:
         tail_events(settings, snapshot["run_id"], 0, [], follow=True)
@@ -223,57 +411,27 @@ def start(
         report_end(settings, snapshot["run_id"])
 
 
-def run_spec(workspace: str, argv: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
-    """The ``run.start`` params for ``codyctl start``; only what was given is sent."""
-    completion = present(
-        {"stop_file": options["stop_file"], "pattern": options["complete_pattern"]}
-    )
-    return present(
-        {
-            "workspace": os.path.abspath(workspace),
-            "agent": options["agent"] or ("command" if argv else None),
-            "command": list(argv),
-            **prompt_fields(options["prompt"], options["prompt_file"]),
-            "context_files": list(options["context_files"]),
-            "max_turns": options["max_turns"],
-            "completion": completion,
-            "model": options["model"],
-            "name": options["name"],
-            "run_id": options["run_id"],
-            "env": options["env"],
-            "labels": options["labels"],
-            "watch_logs": list(options["watch_logs"]),
-            "stall_timeout_s": options["stall_timeout"],
-            "turn_timeout_s": options["turn_timeout"],
-        }
-    )
+@command()
+@click.argument("run", metavar="RUN")
+def status(settings: Settings, run: str) -> None:
+    """Show a run: state, what ends it, its last turn, tests and stderr line."""
+    from codyctl import handles
+
+    with settings.open() as client:
+        snapshot = handles.resolve(client, run)
+        if settings.json:
+            write_line(render.to_json(snapshot))
+            return
+        from codyctl import status as extra
+
+        lines = extra.extras(client, snapshot)
+    write_line(render.snapshot_text(snapshot, lines))
 
 
-def prompt_fields(prompt: str | None, prompt_file: str | None) -> dict[str, str]:
-    if prompt is not None and prompt_file is not None:
-        raise click.UsageError("give --prompt or --prompt-file, not both")
-    if prompt is not None:
-        return {"prompt": prompt}
-    if prompt_file is not None:
-        return {"prompt_file": prompt_file}
-    if sys.stdin is None or sys.stdin.isatty():
-        raise click.UsageError("give --prompt or --prompt-file, or pipe the prompt on stdin")
-    return {"prompt": sys.stdin.read()}
-
-
-@cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.pass_obj
-def status(settings: Settings, run_id: str) -> None:
-    """Show a run's snapshot."""
-    show(settings, settings.call("run.status", {"run_id": run_id}), render.snapshot_text)
-
-
-@cli.command("list")
-@click.option("--state", "states", multiple=True, type=click.Choice(STATES))
+@command("list")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES), help="Only these.")
 @click.option("--label", "labels", multiple=True, callback=key_values, metavar="K=V")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@click.pass_obj
 def list_runs(
     settings: Settings, states: tuple[str, ...], labels: dict[str, str], limit: int
 ) -> None:
@@ -298,81 +456,125 @@ def list_runs(
     )
 
 
-@cli.command()
-@click.argument("run_id", metavar="RUN")
+@command()
+@click.argument("run", metavar="RUN")
 @click.option("--now", is_flag=True, help="Stop the turn in progress instead of letting it finish.")
-@click.option("--reason", metavar="R")
-@click.pass_obj
-def pause(settings: Settings, run_id: str, now: bool, reason: str | None) -> None:
-    """Pause a run."""
-    control(settings, "run.pause", {"run_id": run_id, "now": now, "reason": reason})
+@click.option("--reason", metavar="R", help="Recorded in the run's events.")
+def pause(settings: Settings, run: str, now: bool, reason: str | None) -> None:
+    """Pause a run (after its current turn, or --now)."""
+    control(settings, "run.pause", run, {"now": now or None, "reason": reason})
 
 
-@cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.pass_obj
-def resume(settings: Settings, run_id: str) -> None:
+@command()
+@click.argument("run", metavar="RUN")
+def resume(settings: Settings, run: str) -> None:
     """Resume a paused run."""
-    control(settings, "run.resume", {"run_id": run_id})
+    control(settings, "run.resume", run, {})
 
 
-@cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.option("--reason", metavar="R")
-@click.pass_obj
-def cancel(settings: Settings, run_id: str, reason: str | None) -> None:
+@command()
+@click.argument("run", metavar="RUN")
+@click.option("--reason", metavar="R", help="Recorded in the run's events.")
+def cancel(settings: Settings, run: str, reason: str | None) -> None:
     """Cancel a run."""
-    control(settings, "run.cancel", {"run_id": run_id, "reason": reason})
+    control(settings, "run.cancel", run, {"reason": reason})
 
 
-@cli.command()
-@click.argument("run_id", metavar="[RUN]", required=False)
+def known_types(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    if not values:
+        return values
+    from codyd.events import EVENT_TYPES
+
+    unknown = [value for value in values if value not in EVENT_TYPES]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown event type {unknown[0]!r}; known: {', '.join(sorted(EVENT_TYPES))}",
+            ctx=ctx,
+            param=param,
+        )
+    return values
+
+
+@command()
+@click.argument("run", metavar="[RUN]", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
 @click.option("--after", type=click.IntRange(min=0), metavar="SEQ", help="Start after this seq.")
-@click.option("--type", "types", multiple=True, metavar="T", help="Only events of this type.")
-@click.pass_obj
-def tail(
-    settings: Settings, run_id: str | None, follow: bool, after: int | None, types: tuple[str, ...]
-) -> None:
-    """Print the events of RUN, or of all runs (then SEQ is a gid)."""
-    tail_events(settings, run_id, after, list(types), follow)
-
-
-@cli.command()
-@click.argument("run_id", metavar="RUN")
-@click.option("--turn", type=int, metavar="N", help="[default: the newest turn]")
-@click.option("--stderr", "from_stderr", is_flag=True, help="Print stderr instead of stdout.")
-@click.option("-f", "--follow", is_flag=True, help="Keep printing until the turn ends.")
-@click.pass_obj
-def logs(
-    settings: Settings, run_id: str, turn: int | None, from_stderr: bool, follow: bool
-) -> None:
-    """Print the raw output of a turn."""
-    cursor = LogCursor(run_id, "stderr" if from_stderr else "stdout", turn)
-    run_stream(settings, cursor, chunk_writer(settings), follow=follow)
-
-
-@cli.command()
-@click.argument("run_id", metavar="RUN")
 @click.option(
-    "--timeout", "wait_timeout", type=positive_seconds, metavar="S", help="Exit 5 after S s."
+    "--type",
+    "types",
+    multiple=True,
+    metavar="T",
+    callback=known_types,
+    help="Only events of this type (repeatable); without --after, the last 20 of them.",
 )
-@click.pass_obj
-def wait(settings: Settings, run_id: str, wait_timeout: float | None) -> None:
+def tail(
+    settings: Settings, run: str | None, follow: bool, after: int | None, types: tuple[str, ...]
+) -> None:
+    """Print the events of RUN, or of all runs (then SEQ is a gid).
+
+    Without --after: the last 20 events, then (with -f) new ones.
+    """
+    if run is None:
+        tail_events(settings, None, after, list(types), follow)
+        return
+    on_run(settings, run, lambda run_id: tail_events(settings, run_id, after, list(types), follow))
+
+
+@command()
+@click.argument("run", metavar="RUN")
+@click.option("--turn", type=click.IntRange(min=1), metavar="N", help="[default: the newest]")
+@click.option("--stderr", "from_stderr", is_flag=True, help="Print stderr instead of stdout.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing: with --turn until that turn ends, else turn after turn until the "
+    "run ends.",
+)
+def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, follow: bool) -> None:
+    """Print the raw output of a turn."""
+    stream = "stderr" if from_stderr else "stdout"
+
+    def print_logs(run_id: str) -> None:
+        if follow and turn is None:
+            follow_logs(settings, run_id, stream, chunk_writer(settings))
+            return
+        if follow and turn is not None:
+            follow_turn(settings, run_id, stream, turn, chunk_writer(settings))
+            return
+        cursor = LogCursor(run_id, stream, turn)
+        run_stream(settings, cursor, chunk_writer(settings), follow=follow)
+
+    on_run(settings, run, print_logs)
+
+
+@command()
+@click.argument("run", metavar="RUN")
+@click.option(
+    "--for",
+    "--deadline",
+    "for_s",
+    type=positive_seconds,
+    metavar="S",
+    help="Give up after S seconds and exit 5 [default: --timeout if given, else never].",
+)
+def wait(settings: Settings, run: str, for_s: float | None) -> None:
     """Block until RUN ends; exit 0 if it completed, 4 if it failed or was cancelled."""
-    deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
-    report_end(settings, run_id, deadline)
+    # SPEC's `wait RUN --timeout S`: without --for, the global timeout bounds the wait too.
+    limit = for_s if for_s is not None else settings.timeout
+    deadline = None if limit is None else time.monotonic() + limit
+    on_run(settings, run, lambda run_id: report_end(settings, run_id, deadline))
 
 
-@cli.command()
-@click.pass_obj
+@command()
 def info(settings: Settings) -> None:
     """Show the daemon's state."""
     show(settings, settings.call("daemon.info"), render.mapping_text)
 
 
-@cli.command()
-@click.pass_obj
+@command()
 def ping(settings: Settings) -> None:
     """Measure a round trip to the daemon."""
     with settings.open() as client:
@@ -386,14 +588,13 @@ def ping(settings: Settings) -> None:
     )
 
 
-@cli.command()
-@click.pass_obj
+@command()
 def shutdown(settings: Settings) -> None:
     """Ask the daemon to shut down gracefully."""
     show(settings, settings.call("daemon.shutdown"), lambda _result: "codyd is shutting down")
 
 
-@cli.command()
+@command()
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -403,30 +604,123 @@ def shutdown(settings: Settings) -> None:
 )
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--once", is_flag=True, help="Print one table and exit.")
-@click.pass_obj
 def watch(settings: Settings, interval: float, limit: int, once: bool) -> None:
-    """A live, refreshing table of runs; Ctrl-C to leave."""
-    from codyctl import watch as view
-
+    """A live, refreshing table of runs; Ctrl-C to leave. Reconnects when codyd restarts."""
     try:
-        with settings.open() as client:
-            while True:
-                runs = view.snapshot(client, limit)
-                now = time.time()
-                if settings.json:
-                    write_line(view.frame_json(runs, now))
-                else:
-                    clear = "" if once else view.HOME_AND_CLEAR
-                    sys.stdout.write(clear + view.screen(runs, now, client.socket_path))
-                    sys.stdout.flush()
-                if once:
-                    return
-                time.sleep(interval)
+        watch_loop(settings, interval, limit, once)
     except KeyboardInterrupt:
         if not settings.json:
             sys.stdout.write("\n")
         sys.exit(0)
 
 
+def watch_loop(settings: Settings, interval: float, limit: int, once: bool) -> None:
+    from codyctl import watch as view
+
+    # Screen control codes only for a terminal: a pipe or a file gets plain tables.
+    clear = view.HOME_AND_CLEAR if sys.stdout.isatty() and not once else ""
+    separator = "" if clear or once else "\n"
+    backoff = Backoff(settings.timeout, None)
+    connected = False
+    while True:
+        try:
+            with settings.open() as client:
+                backoff.connected()
+                connected = True
+                while True:
+                    runs = view.snapshot(client, limit)
+                    if settings.json:
+                        write_line(view.frame_json(runs, time.time()))
+                    else:
+                        sys.stdout.write(clear + view.screen(runs, client.socket_path) + separator)
+                        sys.stdout.flush()
+                    if once:
+                        return
+                    time.sleep(interval)
+        except ConnectError as exc:
+            if not connected:
+                raise
+            backoff.pause(exc)
+
+
+@command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(settings: Settings, shell: str) -> None:
+    """Print the shell completion script, e.g. eval "$(codyctl completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None
+    sys.stdout.write(complete(cli, {}, "codyctl", "_CODYCTL_COMPLETE").source() + "\n")
+
+
+@command()
+def man(settings: Settings) -> None:
+    """Print codyctl's man page (roff), e.g. codyctl man | man -l -."""
+    from codyctl import manpage
+
+    sys.stdout.write(manpage.render(cli, "codyctl", codyd.__version__))
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def json_requested(args: list[str]) -> bool:
+    """Whether ``--json`` is among the options (known before parsing, for parse errors)."""
+    options = args[: args.index("--")] if "--" in args else args
+    return "--json" in options
+
+
+def report(
+    as_json: bool,
+    status: int,
+    code: str,
+    message: str,
+    retryable: bool,
+    data: dict[str, Any],
+    prefix: str = "",
+) -> int:
+    """The message on stderr (after ``prefix``), and with ``--json`` the error object too."""
+    click.echo(f"codyctl: {prefix}{message}", err=True)
+    if as_json:
+        error = {"code": code, "message": message, "retryable": retryable, "data": data}
+        write_line(render.to_json({"error": error}))
+    return status
+
+
+def usage_status(exc: click.ClickException, as_json: bool) -> int:
+    if not as_json:
+        exc.show()
+        return exc.exit_code
+    code = "usage" if isinstance(exc, click.UsageError) else "error"
+    data = exc.data if isinstance(exc, FlagError) else {}
+    if isinstance(exc, FlagError):
+        code = "invalid_params"
+    return report(True, exc.exit_code, code, exc.format_message(), False, data)
+
+
 def main() -> None:
-    cli(prog_name="codyctl")
+    args = sys.argv[1:]
+    as_json = json_requested(args)
+    try:
+        status = cli.main(args, "codyctl", standalone_mode=False, obj=Globals())
+    except click.ClickException as exc:
+        status = usage_status(exc, as_json)
+    except CodydError as exc:
+        status = report(
+            as_json,
+            EXIT_DAEMON_ERROR,
+            exc.code,
+            exc.message,
+            exc.retryable,
+            exc.data,
+            prefix=f"{exc.code}: ",
+        )
+    except ConnectError as exc:
+        data = {"socket": exc.socket_path}
+        status = report(as_json, EXIT_UNREACHABLE, "unreachable", str(exc), True, data)
+    except Failure as exc:
+        status = report(as_json, exc.status, exc.code, exc.message, False, exc.data)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        status = EXIT_INTERRUPTED
+    sys.exit(status if isinstance(status, int) else 0)

@@ -152,17 +152,20 @@ class Backoff:
         self.lost_at: float | None = None
 
     def connected(self) -> None:
+        if self.lost_at is not None:
+            click.echo("codyctl: reconnected", err=True)
         self.lost_at = None
 
     def progressed(self) -> None:
         self.delay = BACKOFF_FIRST_S
-        self.lost_at = None
 
     def pause(self, cause: Exception) -> None:
         """Sleep before the next attempt, or raise ``cause`` once it is time to give up."""
         now = time.monotonic()
         if self.lost_at is None:
             self.lost_at = now
+            # Said once per loss, so that a silent follower is never mistaken for a hung one.
+            click.echo("codyctl: reconnecting to codyd…", err=True)
         if self.give_up_s is not None and now - self.lost_at >= self.give_up_s:
             raise cause
         pause = self.delay

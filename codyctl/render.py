@@ -8,13 +8,14 @@ from typing import Any
 
 MISSING = "-"
 _VALUE_WIDTH = 300
-_TABLE_COLUMNS = (
+# The columns ``list`` and ``watch`` share; ``watch`` adds its own after them.
+RUN_COLUMNS = (
     ("RUN ID", "run_id"),
+    ("NAME", "name"),
     ("STATE", "state"),
     ("PHASE", "phase"),
     ("TURN", "current_turn"),
     ("AGENT", "agent"),
-    ("NAME", "name"),
     ("LAST ACTIVITY", "last_activity"),
 )
 
@@ -58,73 +59,98 @@ def state_line(snapshot: Mapping[str, Any]) -> str:
     return f"{snapshot.get('run_id', MISSING)} {snapshot.get('state', MISSING)}"
 
 
-def snapshot_text(snapshot: Mapping[str, Any]) -> str:
-    """A run snapshot as aligned ``label: value`` lines."""
+def state_text(snapshot: Mapping[str, Any]) -> str:
+    """The state, with the phase while live and the reason once completed."""
+    state = str(snapshot.get("state", MISSING))
+    if state in ("completed", "failed", "cancelled"):
+        reason = (snapshot.get("completion") or {}).get("reason")
+        return f"{state} ({reason})" if state == "completed" and reason else state
+    return f"{state} ({snapshot.get('phase', MISSING)})"
+
+
+def snapshot_text(
+    snapshot: Mapping[str, Any], extras: Sequence[tuple[str, str | None]] = ()
+) -> str:
+    """A run snapshot as aligned ``label: value`` lines; fields with no value are left out.
+
+    ``extras`` are lines codyctl found in the run's events (what it watches, the last turn).
+    """
     fields = [
         ("run", snapshot.get("run_id")),
         ("name", snapshot.get("name") or None),
-        ("state", f"{snapshot.get('state', MISSING)} ({snapshot.get('phase', MISSING)})"),
+        ("state", state_text(snapshot)),
         ("workspace", snapshot.get("workspace")),
         ("agent", snapshot.get("agent")),
         ("turn", snapshot.get("current_turn")),
         ("pid", snapshot.get("pid")),
         ("session", snapshot.get("session_id")),
+        *extras,
         *_stats_fields(snapshot.get("stats") or {}),
         ("completion", _completion(snapshot.get("completion") or {})),
-        ("error", _error(snapshot.get("error"))),
+        ("error", error_text(snapshot.get("error"))),
         ("labels", _pairs(snapshot.get("labels") or {})),
         ("created", local_time(snapshot.get("created_at"))),
         ("started", local_time(snapshot.get("started_at"))),
-        ("updated", local_time(snapshot.get("updated_at"))),
         ("finished", local_time(snapshot.get("finished_at"))),
         ("last activity", local_time(snapshot.get("last_activity"))),
         ("node", snapshot.get("node")),
         ("last seq", snapshot.get("last_seq")),
     ]
     return _aligned(
-        [(label, MISSING if value in (None, "") else str(value)) for label, value in fields]
+        [(label, str(value)) for label, value in fields if value not in (None, "", MISSING)]
     )
 
 
 def _stats_fields(stats: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Counters worth a line: none of them while they are all zero."""
     tokens = stats.get("tokens") or {}
     files = stats.get("files") or {}
     tests = stats.get("tests") or {}
     cost = stats.get("cost_usd")
+    failed = stats.get("failed_turns", 0)
     return [
-        ("turns", f"{stats.get('turns', 0)} ({stats.get('failed_turns', 0)} failed)"),
+        ("turns", f"{stats.get('turns', 0)}" + (f" ({failed} failed)" if failed else "")),
         (
             "tokens",
             f"{tokens.get('total', 0)} total: {tokens.get('input', 0)} in "
-            f"({tokens.get('cached', 0)} cached), {tokens.get('output', 0)} out",
+            f"({tokens.get('cached', 0)} cached), {tokens.get('output', 0)} out"
+            if tokens.get("total")
+            else None,
         ),
-        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) else None),
+        ("cost", f"${cost:.4f}" if isinstance(cost, int | float) and cost else None),
         (
             "files",
             f"{files.get('read', 0)} read, {files.get('written', 0)} written, "
-            f"{files.get('deleted', 0)} deleted",
+            f"{files.get('deleted', 0)} deleted"
+            if any(files.values())
+            else None,
         ),
         (
             "tests",
             f"{tests.get('runs', 0)} runs: {tests.get('passed', 0)} passed, "
-            f"{tests.get('failed', 0)} failed",
+            f"{tests.get('failed', 0)} failed"
+            if tests.get("runs")
+            else None,
         ),
     ]
 
 
 def _completion(completion: Mapping[str, Any]) -> str | None:
-    if not completion.get("detected"):
-        return None
+    # Only a pattern match says more than the state line's reason does.
     line = completion.get("line")
-    reason = str(completion.get("reason") or "detected")
-    return f"{reason}: {line}" if line else reason
+    return f"pattern matched: {line}" if completion.get("detected") and line else None
 
 
-def _error(error: Any) -> str | None:
+def error_text(error: Any) -> str | None:
+    """``code: message``, without saying the code twice or a placeholder code at all."""
     if not isinstance(error, Mapping):
         return None
+    code = str(error.get("code") or "")
+    message = str(error.get("message") or "")
     retry = " (retryable)" if error.get("retryable") else ""
-    return f"{error.get('code', 'error')}: {error.get('message', '')}{retry}"
+    if not code or code == "error" or message.startswith(f"{code}:"):
+        return f"{message or code}{retry}"
+    return f"{code}: {message}{retry}"
 
 
 def _pairs(mapping: Mapping[str, Any]) -> str | None:
@@ -136,14 +162,33 @@ def _aligned(rows: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
 
 
+def duration(seconds: float | None) -> str:
+    """``1h 02m 03s``, ``4m 05s``, ``6.2s``; ``-`` when absent."""
+    if not isinstance(seconds, int | float):
+        return MISSING
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
 def mapping_text(mapping: Mapping[str, Any], indent: int = 0) -> str:
-    """A nested map as indented ``key: value`` lines (``daemon.info`` and the like)."""
+    """A nested map as indented ``key: value`` lines (``daemon.info`` and the like).
+
+    Numbers under keys ending ``_at`` are shown as local times, under ``_s`` as durations.
+    """
     lines = []
     pad = "  " * indent
     for key, value in mapping.items():
         if isinstance(value, Mapping) and value:
             lines.append(f"{pad}{key}:")
             lines.append(mapping_text(value, indent + 1))
+        elif key.endswith("_at") and isinstance(value, int | float):
+            lines.append(f"{pad}{key.removesuffix('_at')}: {local_time(value)}")
+        elif key.endswith("_s") and isinstance(value, int | float):
+            lines.append(f"{pad}{key.removesuffix('_s')}: {duration(value)}")
         else:
             lines.append(f"{pad}{key}: {_scalar(value)}")
     return "\n".join(lines)
@@ -194,12 +239,14 @@ def chunk_json(chunk: Mapping[str, Any]) -> str:
     return to_json({**chunk, "data": _decoded(chunk.get("data", b""))})
 
 
+def run_row(run: Mapping[str, Any]) -> list[str]:
+    """The ``RUN_COLUMNS`` cells of one run summary."""
+    return [_cell(key, run.get(key)) for _, key in RUN_COLUMNS]
+
+
 def run_table(runs: Sequence[Mapping[str, Any]]) -> str:
     """Run summaries as a table with a header row."""
-    rows = [[title for title, _ in _TABLE_COLUMNS]]
-    for run in runs:
-        rows.append([_cell(key, run.get(key)) for _, key in _TABLE_COLUMNS])
-    return table(rows)
+    return table([[title for title, _ in RUN_COLUMNS], *(run_row(run) for run in runs)])
 
 
 def table(rows: Sequence[Sequence[str]]) -> str:

@@ -26,7 +26,15 @@ from codyctl.client import (
     ResponseTimeout,
     default_socket_path,
 )
-from codyd.errors import CodydError, InvalidParams, NotFound, ShuttingDown, Trimmed, Unauthorized
+from codyd.errors import (
+    CodydError,
+    InvalidParams,
+    NotFound,
+    ShuttingDown,
+    Trimmed,
+    Unauthorized,
+    UnknownMethod,
+)
 from codyd.protocol import FrameDecoder, pack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +169,11 @@ def answer_methods(
 
     def session(conn: FakeConnection) -> None:
         while (request := conn.request()) is not None:
-            handlers[request["method"]](conn, request)
+            handler = handlers.get(request["method"])
+            if handler is None:
+                conn.fail(request, UnknownMethod(f"unknown method {request['method']!r}"))
+            else:
+                handler(conn, request)
 
     return session
 
@@ -548,17 +560,26 @@ def test_start_reads_the_prompt_from_stdin(serve: Callable[[Session], FakeDaemon
 
 
 def test_daemon_error_exits_1(serve: Callable[[Session], FakeDaemon]) -> None:
-    """An error response prints ``codyctl: <code>: <message>`` and exits 1."""
+    """An error prints ``codyctl: <code>: <message>``, with --json also the error object; exit 1."""
     daemon = serve(answer_methods({"run.status": lambda c, r: c.fail(r, NotFound("no run r9"))}))
     result = codyctl("--json", "status", "r9", socket_path=daemon.path)
     assert result.returncode == 1
     assert result.stderr.strip() == "codyctl: not_found: no run r9"
-    assert result.stdout == ""
+    error = {"code": "not_found", "message": "no run r9", "retryable": False, "data": {}}
+    assert json.loads(result.stdout) == {"error": error}
 
 
 def test_status_prints_snapshot(serve: Callable[[Session], FakeDaemon]) -> None:
     """status renders a snapshot for humans and as one JSON object with --json."""
-    daemon = serve(answer_methods({"run.status": lambda conn, req: conn.reply(req, SNAPSHOT)}))
+
+    def no_events(conn: FakeConnection, request: dict[str, Any]) -> None:
+        conn.reply(request, {"end": "caught_up", "last_seq": 1})
+
+    daemon = serve(
+        answer_methods(
+            {"run.status": lambda conn, req: conn.reply(req, SNAPSHOT), "run.events": no_events}
+        )
+    )
     human = codyctl("status", "r1", socket_path=daemon.path)
     assert human.returncode == 0, human.stderr
     assert "queued (idle)" in human.stdout
@@ -699,11 +720,38 @@ def test_tail_without_after_starts_20_before_the_newest(
         conn.reply(request, {"end": "caught_up", "last_seq": 11})
 
     daemon = serve(answer_methods({"run.status": status, "run.events": events}))
-    result = codyctl("--json", "tail", "r1", "--type", "message", socket_path=daemon.path)
+    result = codyctl("--json", "tail", "r1", socket_path=daemon.path)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line) for line in result.stdout.splitlines()] == [event(11)]
     stream = daemon.requests()[-1]
-    assert stream["params"] == {"run_id": "r1", "after": 10, "follow": False, "types": ["message"]}
+    assert stream["params"] == {"run_id": "r1", "after": 10, "follow": False}
+
+
+def test_tail_type_filters_the_whole_history_then_keeps_the_last_20(
+    serve: Callable[[Session], FakeDaemon],
+) -> None:
+    """``tail --type T`` asks for T from the first event on and prints the last 20 of them."""
+
+    def events(conn: FakeConnection, request: dict[str, Any]) -> None:
+        for seq in range(1, 26):
+            conn.send({"id": request["id"], "event": event(seq * 10)})
+        conn.reply(request, {"end": "caught_up", "last_seq": 250})
+
+    daemon = serve(answer_methods({"run.events": events}))
+    result = codyctl("--json", "tail", "r1", "--type", "message", socket_path=daemon.path)
+    assert result.returncode == 0, result.stderr
+    seqs = [json.loads(line)["seq"] for line in result.stdout.splitlines()]
+    assert seqs == [seq * 10 for seq in range(6, 26)]
+    [stream] = daemon.requests()
+    assert stream["params"] == {"run_id": "r1", "after": 0, "follow": False, "types": ["message"]}
+
+
+def test_tail_refuses_an_unknown_type_naming_the_known_ones() -> None:
+    """``tail --type nosuch`` exits 2 before connecting and lists the event types."""
+    result = codyctl("tail", "r1", "--type", "turn_complete", socket_path="/nonexistent.sock")
+    assert result.returncode == 2
+    assert "unknown event type 'turn_complete'" in result.stderr
+    assert "turn_completed" in result.stderr and "run_queued" in result.stderr
 
 
 def test_logs_write_raw_bytes(serve: Callable[[Session], FakeDaemon]) -> None:
@@ -749,11 +797,11 @@ def test_list_follows_the_cursor_up_to_the_limit(serve: Callable[[Session], Fake
     assert rows[0].split() == [
         "RUN",
         "ID",
+        "NAME",
         "STATE",
         "PHASE",
         "TURN",
         "AGENT",
-        "NAME",
         "LAST",
         "ACTIVITY",
     ]

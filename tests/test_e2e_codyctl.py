@@ -46,7 +46,8 @@ RAW_BYTES_AGENT = [
     "sys.stdout.buffer.write(b'caf\\xe9 \\xff\\xfe raw\\r\\nsecond line\\n'); "
     "sys.stderr.buffer.write(b'warn \\x80\\n')",
 ]
-MISSING_BINARY = ["/nonexistent/agent-binary"]
+# Not on any PATH: codyctl leaves a bare program name to the daemon, whose spawn fails.
+MISSING_BINARY = ["codyd-test-no-such-agent-binary"]
 
 
 def codyctl_argv(daemon: Daemon, *args: str) -> list[str]:
@@ -263,8 +264,8 @@ def test_list_shows_the_runs(daemon: Daemon) -> None:
     finished_run(daemon, "la", agent("printer"), workspace="a")
     finished_run(daemon, "lb", MISSING_BINARY, workspace="b")
     lines = ok(codyctl(daemon, "list")).splitlines()
-    assert lines[0].split()[:2] == ["RUN", "ID"]
-    rows = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert lines[0].split()[:4] == ["RUN", "ID", "NAME", "STATE"]
+    rows = {line.split()[0]: line.split()[2] for line in lines[1:]}
     assert rows == {"la": "completed", "lb": "failed"}
 
 
@@ -533,13 +534,14 @@ def test_env_without_equals_is_a_usage_error(daemon: Daemon) -> None:
     assert daemon.call("run.list")["runs"] == []
 
 
-def test_max_turns_zero_is_refused_by_the_daemon(daemon: Daemon) -> None:
-    """``start --max-turns 0`` exits 1 with ``invalid_params`` naming ``max_turns``."""
+def test_max_turns_zero_is_a_usage_error_naming_the_flag(daemon: Daemon) -> None:
+    """``start --max-turns 0``: the daemon's invalid_params comes back as exit 2 naming the flag."""
     result = codyctl(daemon, *start_args(daemon.workspace(), agent("printer"), max_turns=0))
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stdout == b""
     stderr = result.stderr.decode()
-    assert stderr.startswith("codyctl: invalid_params: ") and "max_turns" in stderr
+    assert "Error: --max-turns: expected an integer >= 1, got 0" in stderr
+    assert "max_turns" not in stderr
     assert daemon.call("run.list")["runs"] == []
 
 
@@ -603,7 +605,7 @@ def test_watch_once_shows_the_runs_table(daemon: Daemon) -> None:
 
 
 def test_watch_leaves_cleanly_on_ctrl_c(daemon: Daemon) -> None:
-    """``watch`` keeps refreshing until SIGINT, then exits 0 without a traceback."""
+    """``watch`` keeps refreshing until SIGINT, then exits 0 without a traceback or escapes."""
     finished_run(daemon, "w2", agent("printer"))
     proc = subprocess.Popen(
         codyctl_argv(daemon, "watch", "--interval", "0.1"),
@@ -620,4 +622,5 @@ def test_watch_leaves_cleanly_on_ctrl_c(daemon: Daemon) -> None:
     _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert b"Traceback" not in err
-    assert b"\x1b[H\x1b[2J" in seen
+    # stdout is a pipe: plain tables, never terminal control codes.
+    assert b"\x1b" not in seen
