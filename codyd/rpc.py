@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import trio
 
 from codyd import __version__
-from codyd.errors import InvalidParams, NotFound, Trimmed, UnknownMethod
+from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
 from codyd.runs.record import RunRecord
 from codyd.runs.state import Phase, State
-from codyd.server import Call
+from codyd.server import OUT_OF_DESCRIPTORS, Call
 from codyd.store import Store
 
 if TYPE_CHECKING:
@@ -400,6 +400,10 @@ class _LogFile:
                 self._handle = self.path.open("rb")
             except FileNotFoundError:
                 return b""
+            except OSError as exc:
+                if exc.errno in OUT_OF_DESCRIPTORS:
+                    raise Overloaded("codyd is out of file descriptors; retry later") from None
+                raise
         self._handle.seek(offset)
         return self._handle.read(LOG_CHUNK)
 

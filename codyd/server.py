@@ -9,8 +9,9 @@ Faults stop at one place, :meth:`Server.handle`, which owns a connection from
 accept to close: a peer that resets, closes or half-closes its socket ends that
 connection and its calls (:class:`PeerGone`); any other exception escaping a
 connection is a bug, logged with its traceback, and it too ends only that
-connection. Running out of descriptors in ``accept()`` pauses accepting instead
-of ending the server.
+connection. Clients are refused before they take the descriptors the daemon
+keeps for its own files, and running out of descriptors in ``accept()`` pauses
+accepting instead of ending the server.
 """
 
 from __future__ import annotations
@@ -52,18 +53,20 @@ STREAM_METHODS = frozenset({"run.events", "run.logs"})
 INSTANT_METHODS = frozenset({"daemon.ping", "daemon.hello", "daemon.info", "rpc.cancel"})
 RECEIVE_BYTES = 65536
 # accept() failures that mean "no room now": the process or system is out of
-# descriptors, or the kernel out of buffers. Accepting pauses, growing from the
-# first pause to the last while the trouble lasts.
+# descriptors, or the kernel out of buffers. Accepting pauses, from the first
+# pause doubling up to the last while the trouble lasts.
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 OUT_OF_MEMORY = frozenset({errno.ENOBUFS, errno.ENOMEM})
-# A client that went away between the kernel queueing it and accept() taking it.
-ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
 ACCEPT_PAUSE_FIRST_S = 0.01
+ACCEPT_PAUSE_LAST_S = 0.5
 # Clients answered `overloaded` in one go while out of descriptors, before pausing.
 REFUSE_BURST = 64
+# A client that went away between the kernel queueing it and accept() taking it.
+ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno.EINTR})
+# Descriptors kept from client connections for the daemon's own files: the top
+# sixteenth of the open-files limit, at least 8 (see descriptor_ceiling).
 FD_HEADROOM_MIN = 8
 FD_HEADROOM_SHARE = 16
-ACCEPT_PAUSE_LAST_S = 0.5
 
 
 class StartupError(Exception):
@@ -197,15 +200,12 @@ class Connection:
         try:
             if self._closed:
                 raise PeerGone("connection closed")
-            try:
-                await self.stream.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise PeerGone(f"sending failed: {exc}") from exc
-            except BaseException:
-                # Cancelled mid-frame: what follows would not be framed; nothing may follow.
-                self._closed = True
-                raise
-        except PeerGone:
+            await self.stream.send_all(frame)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._closed = True
+            raise PeerGone(f"sending failed: {exc}") from exc
+        except BaseException:
+            # Gone, or cancelled mid-frame: whatever followed would not be framed.
             self._closed = True
             raise
         finally:
@@ -454,7 +454,7 @@ class Server:
         self._refused_in_trouble += 1
 
     async def _accept_failed(self, exc: OSError, pause: float) -> None:
-        """No room for a client: answer one waiting client if we can, then pause accepting."""
+        """No room for a client: answer the waiting ones ``overloaded`` if we can, then pause."""
         if self._accept_trouble is None:
             self._accept_trouble = errno.errorcode.get(exc.errno or 0, str(exc.errno))
             self._refused_in_trouble = 0
