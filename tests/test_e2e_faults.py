@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, agent, pid_alive, wait_until
+from conftest import PY, Daemon, agent, pid_alive, wait_until
 
 FAULTS = Path(__file__).parent / "faults"
 MAGIC = "codyd-test-fault-line"
@@ -84,3 +86,34 @@ def test_lease_renewal_fault_is_retried(daemon_factory: Callable[..., Daemon]) -
     assert daemon.call("run.status", {"run_id": "leased"})["state"] == "running"
     daemon.call("run.cancel", {"run_id": "leased"})
     daemon.wait_state("leased", "cancelled")
+
+
+# Prints a 1 KiB line every 5 ms: a pause of the daemon fills its pipe within a second.
+STEADY_PRINTER = [
+    PY,
+    "-c",
+    "import sys, time\n"
+    "sys.stdin.read()\n"
+    "while True:\n"
+    "    sys.stdout.write('x' * 1023 + '\\n'); sys.stdout.flush(); time.sleep(0.005)\n",
+]
+
+
+def test_a_paused_daemon_does_not_stall_a_printing_turn(daemon: Daemon) -> None:
+    """SIGSTOP the daemon for 3 s (stall_timeout_s=1) while its agent prints: no stall after SIGCONT."""
+    daemon.start_run(STEADY_PRINTER, run_id="stp", stall_timeout_s=1)
+    daemon.wait_event("stp", "subprocess_output")
+    stdout_log = daemon.state_dir / "runs/stp/turns/1/stdout.log"
+    daemon.signal(signal.SIGSTOP)
+    try:
+        time.sleep(3)  # the pause under test, not a synchronisation
+        paused_at = stdout_log.stat().st_size
+    finally:
+        daemon.signal(signal.SIGCONT)
+    # Well past what the pipe held: the readers caught up, the agent printed on.
+    wait_until(lambda: stdout_log.stat().st_size > paused_at + 256 * 1024, what="output after")
+    events = daemon.events("stp")
+    assert not [e for e in events if e["type"] in ("stall_detected", "turn_completed")]
+    assert daemon.call("run.status", {"run_id": "stp"})["current_turn"] == 1
+    daemon.call("run.cancel", {"run_id": "stp"})
+    daemon.wait_state("stp", "cancelled")
