@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import time
 from collections.abc import Callable
@@ -117,3 +118,45 @@ def test_a_paused_daemon_does_not_stall_a_printing_turn(daemon: Daemon) -> None:
     assert daemon.call("run.status", {"run_id": "stp"})["current_turn"] == 1
     daemon.call("run.cancel", {"run_id": "stp"})
     daemon.wait_state("stp", "cancelled")
+
+
+def unused_descriptor(pid: int, index: int) -> int:
+    """The descriptor number the ``index``-th (from 0) new descriptor of ``pid`` would take."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return next(n for i, n in enumerate(n for n in range(1 << 20) if n not in used) if i == index)
+
+
+def test_out_of_descriptors_the_run_waits_instead_of_completing(daemon: Daemon) -> None:
+    """EMFILE at a turn's start: spawn_failed naming EMFILE, a failed turn, and the run goes on.
+
+    The daemon is left three descriptors (one for the connection that starts
+    the run): its turns cannot open their files and pipes. A max_turns=1 run
+    must not complete on those; once descriptors are back its turn runs, then
+    it completes.
+    """
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (unused_descriptor(pid, 3), hard))
+    try:
+        daemon.start_run(
+            agent("printer"), run_id="fds", max_turns=1, retry_backoff_s=0.2,
+            max_consecutive_failures=50,
+        )  # fmt: skip
+
+        def failed_turn() -> bool:
+            return any(
+                r.get("event") == "turn completed" and r.get("outcome") == "spawn_failed"
+                for r in log_records(daemon)
+            )
+
+        wait_until(failed_turn, what="a turn to fail for want of descriptors")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    final = daemon.wait_state("fds", "completed", "failed")
+    ended = [e["data"] for e in daemon.events("fds") if e["type"] == "turn_completed"]
+    assert final["state"] == "completed" and final["completion"]["reason"] == "max_turns"
+    assert [e["outcome"] for e in ended[:-1]] == ["spawn_failed"] * (len(ended) - 1)
+    assert ended[-1]["outcome"] == "ok" and len(ended) >= 2
+    assert "EMFILE" in ended[0]["error"]["message"]
+    assert final["stats"]["failed_turns"] == len(ended) - 1
