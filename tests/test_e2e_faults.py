@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -160,3 +161,21 @@ def test_out_of_descriptors_the_run_waits_instead_of_completing(daemon: Daemon) 
     assert ended[-1]["outcome"] == "ok" and len(ended) >= 2
     assert "EMFILE" in ended[0]["error"]["message"]
     assert final["stats"]["failed_turns"] == len(ended) - 1
+
+
+def test_a_vanished_workspace_fails_the_run_naming_it(daemon: Daemon) -> None:
+    """The workspace deleted under a run: it fails at once, saying so (not "cannot start python")."""
+    workspace = daemon.workspace("doomed")
+    daemon.start_run(
+        agent("failer", 1), run_id="gone", workspace=str(workspace), retry_backoff_s=1,
+        max_consecutive_failures=10,
+    )  # fmt: skip
+    daemon.wait_event("gone", "turn_completed")
+    shutil.rmtree(workspace)
+    final = daemon.wait_state("gone", "failed")
+    assert final["error"]["code"] == "spawn_failed" and final["error"]["retryable"] is False
+    assert f"workspace {workspace} is gone" in final["error"]["message"]
+    assert "cannot start" not in final["error"]["message"]
+    ended = [e["data"] for e in daemon.events("gone") if e["type"] == "turn_completed"]
+    assert [e["outcome"] for e in ended] == ["error", "spawn_failed"]
+    assert ended[1]["error"]["message"] == final["error"]["message"]

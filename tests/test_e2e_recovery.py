@@ -209,3 +209,17 @@ def kill_if_alive(pid: int) -> None:
     """A test that failed leaves no escapee behind."""
     if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def test_a_dead_lost_agent_is_logged_as_dead(daemon: Daemon) -> None:
+    """Recovery says a lost turn's agent is dead, not that its pid names another process."""
+    daemon.start_run(agent("sleeper"), run_id="dead")
+    pid = daemon.wait_event("dead", "turn_started")["data"]["pid"]
+    kill9(daemon)
+    os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), what="the agent to die")
+    daemon.start()
+    log = daemon.log()
+    assert "lost turn's agent is dead" in log
+    assert "names another process" not in log
+    daemon.call("run.cancel", {"run_id": "dead"})
