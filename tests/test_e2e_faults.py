@@ -179,3 +179,19 @@ def test_a_vanished_workspace_fails_the_run_naming_it(daemon: Daemon) -> None:
     ended = [e["data"] for e in daemon.events("gone") if e["type"] == "turn_completed"]
     assert [e["outcome"] for e in ended] == ["error", "spawn_failed"]
     assert ended[1]["error"]["message"] == final["error"]["message"]
+
+
+def test_parser_fault_while_cancelling_ends_cancelled(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """A fault met while a run is being cancelled: the run ends cancelled, as asked."""
+    daemon = faulty_daemon(daemon_factory, FAULT_LINE=MAGIC)
+    script = f"cat >/dev/null; trap 'echo {MAGIC}' TERM; echo ready; while :; do sleep 0.05; done"
+    daemon.start_run(["sh", "-c", script], run_id="cx", sigkill_delay_s=1)
+    pid = daemon.wait_event("cx", "turn_started")["data"]["pid"]
+    daemon.wait_event("cx", "subprocess_output")
+    daemon.call("run.cancel", {"run_id": "cx"})
+    final = daemon.wait_state("cx", "cancelled", "failed")
+    assert final["state"] == "cancelled"
+    assert not pid_alive(pid)
+    assert any(r.get("event") == "run failed on an internal error" for r in log_records(daemon))

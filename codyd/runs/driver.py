@@ -145,10 +145,13 @@ class RunDriver:
                 record.run_id, record.current_turn, ended_at=time.time(), outcome="error"
             )
             self._emit("turn_completed", _turn_completed_data("error", message))
+        if record.state is State.CANCELLING:
+            self._settle()  # it was to end anyway: cancelled, as asked
+            return
         error = {"code": "internal", "message": message, "retryable": True}
         self.store.compare_and_set(
             record,
-            {State.RUNNING, State.PAUSING, State.CANCELLING},
+            {State.RUNNING, State.PAUSING},
             State.FAILED,
             ("run_failed", {"error": error}),
             error=error,
