@@ -55,6 +55,7 @@ class RunDriver:
         self.spec = record.spec
         self.adapter = adapter_for(record.spec.agent)
         self.turn: Turn | None = None
+        self._turn_open = False  # a turn began and its turn_completed is not out yet
         self.interrupted = False
         self.lease_holder: str | None = None  # set when another daemon took the lease
         self._wake = trio.Event()
@@ -138,8 +139,9 @@ class RunDriver:
         record = self.record
         cause = _innermost(exc)
         message = f"internal error in codyd: {type(cause).__name__}: {cause}"
-        if self.turn is not None:
-            self.turn = None
+        self.turn = None
+        if self._turn_open:
+            self._turn_open = False
             record.pid = None
             self.store.save_turn(
                 record.run_id, record.current_turn, ended_at=time.time(), outcome="error"
@@ -258,6 +260,7 @@ class RunDriver:
         # Synchronously, with no checkpoint since the state check: a pause or cancel
         # arriving from now on finds the turn and stops it.
         self.turn = turn
+        self._turn_open = True
         record.current_turn = n
         record.phase = Phase.IN_TURN
         self._turn_tokens = Tokens()
@@ -522,6 +525,7 @@ class RunDriver:
             stderr_tail=None if result.stderr_tail is None else self._redact(result.stderr_tail),
         )
         self._emit("turn_completed", data)
+        self._turn_open = False
         log.info(
             "turn completed",
             run_id=record.run_id,
