@@ -72,13 +72,13 @@ def parse_everything(name: str, texts: list[str], exit_code: int | None) -> None
     adapter.finish(exit_code)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(ADAPTERS), st.lists(lines, max_size=8), st.none() | st.integers(-64, 255))
 def test_adapters_never_raise(name: str, texts: list[str], exit_code: int | None) -> None:
     parse_everything(name, texts, exit_code)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(lines, max_size=8))
 def test_telemetry_parsers_never_raise(texts: list[str]) -> None:
     detector = TestSummaryDetector()
@@ -89,7 +89,7 @@ def test_telemetry_parsers_never_raise(texts: list[str]) -> None:
     detector.flush()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200).map(decoded)))
 def test_shell_readers_never_raise(text: str) -> None:
     # (simple_commands refuses an unclosed quote by design; its callers catch that.)

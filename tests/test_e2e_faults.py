@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import shutil
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, agent, pid_alive, wait_until
+from conftest import PY, Daemon, agent, pid_alive, wait_until
 
 FAULTS = Path(__file__).parent / "faults"
 MAGIC = "codyd-test-fault-line"
@@ -84,3 +88,110 @@ def test_lease_renewal_fault_is_retried(daemon_factory: Callable[..., Daemon]) -
     assert daemon.call("run.status", {"run_id": "leased"})["state"] == "running"
     daemon.call("run.cancel", {"run_id": "leased"})
     daemon.wait_state("leased", "cancelled")
+
+
+# Prints a 1 KiB line every 5 ms: a pause of the daemon fills its pipe within a second.
+STEADY_PRINTER = [
+    PY,
+    "-c",
+    "import sys, time\n"
+    "sys.stdin.read()\n"
+    "while True:\n"
+    "    sys.stdout.write('x' * 1023 + '\\n'); sys.stdout.flush(); time.sleep(0.005)\n",
+]
+
+
+def test_a_paused_daemon_does_not_stall_a_printing_turn(daemon: Daemon) -> None:
+    """SIGSTOP the daemon for 3 s (stall_timeout_s=1) while its agent prints: no stall after SIGCONT."""
+    daemon.start_run(STEADY_PRINTER, run_id="stp", stall_timeout_s=1)
+    daemon.wait_event("stp", "subprocess_output")
+    stdout_log = daemon.state_dir / "runs/stp/turns/1/stdout.log"
+    daemon.signal(signal.SIGSTOP)
+    try:
+        time.sleep(3)  # the pause under test, not a synchronisation
+        paused_at = stdout_log.stat().st_size
+    finally:
+        daemon.signal(signal.SIGCONT)
+    # Well past what the pipe held: the readers caught up, the agent printed on.
+    wait_until(lambda: stdout_log.stat().st_size > paused_at + 256 * 1024, what="output after")
+    events = daemon.events("stp")
+    assert not [e for e in events if e["type"] in ("stall_detected", "turn_completed")]
+    assert daemon.call("run.status", {"run_id": "stp"})["current_turn"] == 1
+    daemon.call("run.cancel", {"run_id": "stp"})
+    daemon.wait_state("stp", "cancelled")
+
+
+def unused_descriptor(pid: int, index: int) -> int:
+    """The descriptor number the ``index``-th (from 0) new descriptor of ``pid`` would take."""
+    used = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return next(n for i, n in enumerate(n for n in range(1 << 20) if n not in used) if i == index)
+
+
+def test_out_of_descriptors_the_run_waits_instead_of_completing(daemon: Daemon) -> None:
+    """EMFILE at a turn's start: spawn_failed naming EMFILE, a failed turn, and the run goes on.
+
+    The daemon is left three descriptors (one for the connection that starts
+    the run): its turns cannot open their files and pipes. A max_turns=1 run
+    must not complete on those; once descriptors are back its turn runs, then
+    it completes.
+    """
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (unused_descriptor(pid, 3), hard))
+    try:
+        daemon.start_run(
+            agent("printer"), run_id="fds", max_turns=1, retry_backoff_s=0.2,
+            max_consecutive_failures=50,
+        )  # fmt: skip
+
+        def failed_turn() -> bool:
+            return any(
+                r.get("event") == "turn completed" and r.get("outcome") == "spawn_failed"
+                for r in log_records(daemon)
+            )
+
+        wait_until(failed_turn, what="a turn to fail for want of descriptors")
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    final = daemon.wait_state("fds", "completed", "failed")
+    ended = [e["data"] for e in daemon.events("fds") if e["type"] == "turn_completed"]
+    assert final["state"] == "completed" and final["completion"]["reason"] == "max_turns"
+    assert [e["outcome"] for e in ended[:-1]] == ["spawn_failed"] * (len(ended) - 1)
+    assert ended[-1]["outcome"] == "ok" and len(ended) >= 2
+    assert "EMFILE" in ended[0]["error"]["message"]
+    assert final["stats"]["failed_turns"] == len(ended) - 1
+
+
+def test_a_vanished_workspace_fails_the_run_naming_it(daemon: Daemon) -> None:
+    """The workspace deleted under a run: it fails at once, saying so (not "cannot start python")."""
+    workspace = daemon.workspace("doomed")
+    daemon.start_run(
+        agent("failer", 1), run_id="gone", workspace=str(workspace), retry_backoff_s=1,
+        max_consecutive_failures=10,
+    )  # fmt: skip
+    daemon.wait_event("gone", "turn_completed")
+    shutil.rmtree(workspace)
+    final = daemon.wait_state("gone", "failed")
+    assert final["error"]["code"] == "spawn_failed" and final["error"]["retryable"] is False
+    assert f"workspace {workspace} is gone" in final["error"]["message"]
+    assert "cannot start" not in final["error"]["message"]
+    ended = [e["data"] for e in daemon.events("gone") if e["type"] == "turn_completed"]
+    assert [e["outcome"] for e in ended] == ["error", "spawn_failed"]
+    assert ended[1]["error"]["message"] == final["error"]["message"]
+
+
+def test_parser_fault_while_cancelling_ends_cancelled(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    """A fault met while a run is being cancelled: the run ends cancelled, as asked."""
+    daemon = faulty_daemon(daemon_factory, FAULT_LINE=MAGIC)
+    script = f"cat >/dev/null; trap 'echo {MAGIC}' TERM; echo ready; while :; do sleep 0.05; done"
+    daemon.start_run(["sh", "-c", script], run_id="cx", sigkill_delay_s=1)
+    pid = daemon.wait_event("cx", "turn_started")["data"]["pid"]
+    daemon.wait_event("cx", "subprocess_output")
+    daemon.call("run.cancel", {"run_id": "cx"})
+    final = daemon.wait_state("cx", "cancelled", "failed")
+    assert final["state"] == "cancelled"
+    assert not pid_alive(pid)
+    assert any(r.get("event") == "run failed on an internal error" for r in log_records(daemon))

@@ -170,3 +170,56 @@ def test_lost_last_turn_is_not_counted(daemon: Daemon) -> None:
     assert final["state"] == "completed" and final["completion"]["reason"] == "max_turns"
     ended = [e for e in daemon.events("lost1") if e["type"] == "turn_completed"]
     assert [(e["turn"], e["data"]["outcome"]) for e in ended] == [(1, "lost"), (2, "ok")]
+
+
+def test_escapee_without_marks_is_stopped(daemon: Daemon, tmp_path: Path) -> None:
+    """A `setsid env -i` grandchild (no CODYD_RUN_ID) re-parented to codyd is stopped; live agents are not."""
+    daemon.start_run(agent("sleeper"), run_id="keeper", workspace=str(daemon.workspace("keep")))
+    keeper = daemon.wait_event("keeper", "turn_started")["data"]["pid"]
+    pid_file = tmp_path / "escapee"
+    daemon.start_run(agent("env_escaper", pid_file, "exit"), run_id="envi", max_turns=1)
+    daemon.wait_state("envi", "completed")
+    escapee = int(pid_file.read_text())
+    try:
+        with open(f"/proc/{escapee}/environ", "rb") as handle:
+            assert b"CODYD_RUN_ID" not in handle.read()  # nothing marks it as the turn's
+        wait_until(lambda: not pid_alive(escapee), 15, "the unmarked escapee to be stopped")
+    finally:
+        kill_if_alive(escapee)
+    assert pid_alive(keeper)
+    assert daemon.call("run.status", {"run_id": "keeper"})["state"] == "running"
+    daemon.call("run.cancel", {"run_id": "keeper"})
+
+
+def test_escapee_without_marks_goes_with_the_daemon(daemon: Daemon, tmp_path: Path) -> None:
+    """An unmarked escapee of a live turn does not outlive the daemon's shutdown."""
+    pid_file = tmp_path / "escapee"
+    daemon.start_run(agent("env_escaper", pid_file, "stay"), run_id="envs")
+    wait_until(pid_file.exists, what="the escapee")
+    escapee = int(pid_file.read_text())
+    try:
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(30) == 0
+        assert not pid_alive(escapee)
+    finally:
+        kill_if_alive(escapee)
+
+
+def kill_if_alive(pid: int) -> None:
+    """A test that failed leaves no escapee behind."""
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_dead_lost_agent_is_logged_as_dead(daemon: Daemon) -> None:
+    """Recovery says a lost turn's agent is dead, not that its pid names another process."""
+    daemon.start_run(agent("sleeper"), run_id="dead")
+    pid = daemon.wait_event("dead", "turn_started")["data"]["pid"]
+    kill9(daemon)
+    os.killpg(pid, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(pid), what="the agent to die")
+    daemon.start()
+    log = daemon.log()
+    assert "lost turn's agent is dead" in log
+    assert "names another process" not in log
+    daemon.call("run.cancel", {"run_id": "dead"})

@@ -55,6 +55,7 @@ class RunDriver:
         self.spec = record.spec
         self.adapter = adapter_for(record.spec.agent)
         self.turn: Turn | None = None
+        self._turn_open = False  # a turn began and its turn_completed is not out yet
         self.interrupted = False
         self.lease_holder: str | None = None  # set when another daemon took the lease
         self._wake = trio.Event()
@@ -144,17 +145,21 @@ class RunDriver:
         record = self.record
         cause = _innermost(exc)
         message = f"internal error in codyd: {type(cause).__name__}: {cause}"
-        if self.turn is not None:
-            self.turn = None
+        self.turn = None
+        if self._turn_open:
+            self._turn_open = False
             record.pid = None
             self.store.save_turn(
                 record.run_id, record.current_turn, ended_at=time.time(), outcome="error"
             )
             self._emit("turn_completed", _turn_completed_data("error", message))
+        if record.state is State.CANCELLING:
+            self._settle()  # it was to end anyway: cancelled, as asked
+            return
         error = {"code": "internal", "message": message, "retryable": True}
         self.store.compare_and_set(
             record,
-            {State.RUNNING, State.PAUSING, State.CANCELLING},
+            {State.RUNNING, State.PAUSING},
             State.FAILED,
             ("run_failed", {"error": error}),
             error=error,
@@ -261,6 +266,7 @@ class RunDriver:
         # Synchronously, with no checkpoint since the state check: a pause or cancel
         # arriving from now on finds the turn and stops it.
         self.turn = turn
+        self._turn_open = True
         record.current_turn = n
         record.phase = Phase.IN_TURN
         self._turn_tokens = Tokens()
@@ -525,6 +531,7 @@ class RunDriver:
             stderr_tail=None if result.stderr_tail is None else self._redact(result.stderr_tail),
         )
         self._emit("turn_completed", data)
+        self._turn_open = False
         log.info(
             "turn completed",
             run_id=record.run_id,

@@ -143,12 +143,12 @@ class _ProcessTable:
             marked: dict[MarkKey, list[int]] = {}
             for pid, f in self._table:
                 if pid != me and f[0] != "Z":
-                    for found in self._marks_of(pid, f):
+                    for found in self.marks_of(pid, f):
                         marked.setdefault(found, []).append(pid)
             self._marked = marked
         return self._marked.get(key, [])
 
-    def _marks_of(self, pid: int, fields: list[str]) -> frozenset[MarkKey]:
+    def marks_of(self, pid: int, fields: list[str]) -> frozenset[MarkKey]:
         key = (pid, fields[19])
         cached = self._marks.get(key)
         if cached is None:
@@ -217,6 +217,41 @@ def turn_processes(
     if mark is not None:
         members.update(_TABLE.marked(mark.key))
     return members
+
+
+def strays(
+    me: int, owns: Callable[[int], bool], live_groups: set[int], live_marks: set[MarkKey]
+) -> list[tuple[int, int]]:
+    """Live children of ``me`` that nothing claims: (pid, start ticks) of each.
+
+    A subreaper's children are the agents it started (``owns``) and the
+    descendants re-parented to it. One in a live turn's process group or
+    carrying a live turn's mark is that turn's (its stop takes it); any other
+    (an escapee that left its session and wiped its environment, the remains
+    of an ended turn) belongs to nobody. Raises OSError if /proc cannot be read.
+    """
+    parent = str(me)
+    found: list[tuple[int, int]] = []
+    for pid, fields in _TABLE.processes(shared=True):
+        if fields[1] != parent or fields[0] == "Z" or owns(pid):
+            continue
+        if int(fields[2]) in live_groups or _TABLE.marks_of(pid, fields) & live_marks:
+            continue
+        found.append((pid, int(fields[19])))
+    return found
+
+
+async def stop_stray(pid: int, ticks: int, sigkill_delay_s: float) -> None:
+    """SIGTERM one process, SIGKILL after ``sigkill_delay_s``; only while it is the same one."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if identify(pid, ticks) != "same":
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+        with trio.move_on_after(sigkill_delay_s):
+            while identify(pid, ticks) == "same":
+                await trio.sleep(STOP_POLL_S)
+            return
 
 
 def _signal_all(pgid: int | None, pids: set[int], signum: int) -> bool:

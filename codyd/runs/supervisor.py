@@ -7,6 +7,7 @@ resume, cancel), start-up recovery and the stop of every turn at shutdown.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from functools import partial
@@ -22,6 +23,7 @@ from codyd.leases import Leases, LocalLeases, RedisLeases
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
 from codyd.runs.record import RunRecord
+from codyd.runs.spawn import CHILDREN
 from codyd.runs.state import Phase, State
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
@@ -32,6 +34,11 @@ log = structlog.get_logger("codyd.supervisor")
 ACTIVE = frozenset({State.RUNNING, State.PAUSING, State.CANCELLING})
 # Shutdown waits this long for the store's last commit (a full disk must not hold it).
 SHUTDOWN_FLUSH_S = 2.0
+# Processes re-parented to codyd that no live turn claims: how often they are looked
+# for, and how long each has between SIGTERM and SIGKILL (less at shutdown).
+STRAY_SWEEP_S = 1.0
+STRAY_SIGKILL_DELAY_S = 2.0
+STRAY_SHUTDOWN_DELAY_S = 0.5
 
 
 class Supervisor:
@@ -65,6 +72,7 @@ class Supervisor:
             self._nursery = nursery
             await self._recover()
             self._fill_slots()
+            nursery.start_soon(self._sweep_strays)
             task_status.started()
             await trio.sleep_forever()
 
@@ -76,10 +84,57 @@ class Supervisor:
             driver.interrupt()
         with trio.move_on_after(grace_s):
             await self._all_done.wait()
+        # Whatever escaped the turns goes with the daemon.
+        with trio.move_on_after(STRAY_SHUTDOWN_DELAY_S * 2 + 0.2):
+            async with trio.open_nursery() as nursery:
+                self._stop_strays(nursery, set(), STRAY_SHUTDOWN_DELAY_S)
         with trio.move_on_after(2.0):
             for run_id in list(self.leases.held):
                 await self.leases.release(run_id)
         await self.store.flush_within(SHUTDOWN_FLUSH_S)
+
+    async def _sweep_strays(self) -> None:
+        """Stop every process re-parented to codyd that is no live turn's (escapee policy).
+
+        codyd is a subreaper, so a descendant whose parent exits comes to it. One
+        that left its turn's process group and wiped its environment
+        (``setsid env -i ...``) cannot be found by its turn's stop; here it is
+        found by its parent instead: every child of codyd that is not an agent
+        codyd started (``spawn.CHILDREN``) and not in a live turn's group or
+        marked with a live turn's CODYD_RUN_ID/CODYD_TURN gets SIGTERM, then
+        SIGKILL after ``STRAY_SIGKILL_DELAY_S``.
+        """
+        stopping: set[int] = set()
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(STRAY_SWEEP_S)
+                self._stop_strays(nursery, stopping, STRAY_SIGKILL_DELAY_S)
+
+    def _stop_strays(self, nursery: trio.Nursery, stopping: set[int], delay: float) -> None:
+        groups: set[int] = set()
+        marks: set[procs.MarkKey] = set()
+        for driver in self.drivers.values():
+            turn = driver.turn
+            if turn is not None:
+                marks.add(procs.TurnMark(turn.plan.run_id, turn.plan.n).key)
+                if turn.pid is not None:
+                    groups.add(turn.pid)
+        try:
+            found = procs.strays(os.getpid(), CHILDREN.owns, groups, marks)
+        except OSError as exc:
+            log.warning("cannot look for stray processes now", error=str(exc))
+            return
+        for pid, ticks in found:
+            if pid not in stopping:
+                stopping.add(pid)
+                log.warning("stopping a stray process re-parented to codyd", pid=pid)
+                nursery.start_soon(self._stop_stray, pid, ticks, delay, stopping)
+
+    async def _stop_stray(self, pid: int, ticks: int, delay: float, stopping: set[int]) -> None:
+        try:
+            await procs.stop_stray(pid, ticks, delay)
+        finally:
+            stopping.discard(pid)
 
     def max_sigkill_delay(self) -> float:
         return max((d.spec.sigkill_delay_s for d in self.drivers.values()), default=0.0)

@@ -9,7 +9,10 @@ whole group. Whatever happens, no process of the group outlives the turn.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import struct
+import termios
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +40,8 @@ SUPERVISOR_ENV = (
     "LISTEN_PID",
     "LISTEN_FDNAMES",
 )
+# A turn that looks stalled but has output waiting in its pipes: how soon to look again.
+STALL_RECHECK_S = 0.05
 # errnos meaning no retry can help: the binary is missing or cannot be executed.
 FATAL_SPAWN_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno.ENOTDIR})
 
@@ -143,7 +148,7 @@ class Turn:
         self._stop_requested = trio.Event()
         self._stop_done = trio.Event()
         self._stopping = False
-        self._last_output = time.monotonic()
+        self._last_output = 0.0  # trio.current_time() of the last output read
         self._stderr_tail = bytearray()
         self._mark = procs.TurnMark(plan.run_id, plan.n)
 
@@ -193,6 +198,7 @@ class Turn:
                 turn=self.plan.n,
                 error=str(files.pid_error),
             )
+        self._last_output = trio.current_time()
         self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
@@ -207,7 +213,7 @@ class Turn:
     ) -> int | None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._feed_stdin, proc.stdin)
-            nursery.start_soon(self._watchdog, proc.pid)
+            nursery.start_soon(self._watchdog, proc)
             async with trio.open_nursery() as readers:
                 readers.start_soon(self._read, "stdout", proc.stdout, stdout_log)
                 readers.start_soon(self._read, "stderr", proc.stderr, stderr_log)
@@ -261,7 +267,7 @@ class Turn:
                 data = bytes(await pipe.receive_some(READ_CHUNK))
                 if not data:
                     break
-                self._last_output = time.monotonic()
+                self._last_output = trio.current_time()
                 self.hooks.on_activity()
                 sink.write(data)
                 if keep_tail:
@@ -275,21 +281,29 @@ class Turn:
             for line in splitter.flush():
                 self.hooks.on_line(stream, line.text, line.split)
 
-    async def _watchdog(self, pid: int) -> None:
+    async def _watchdog(self, proc: AgentProcess) -> None:
+        """Stop the turn on timeout, stall or request.
+
+        A stall is decided on output actually read: when the daemon itself was
+        held up (SIGSTOP, a long GC pause), the agent's output waits in the pipes
+        and the readers have yet to see it, so bytes pending there are no stall.
+        """
         plan = self.plan
-        deadline = time.monotonic() + plan.turn_timeout_s
+        pid = proc.pid
+        deadline = trio.current_time() + plan.turn_timeout_s
         while True:
-            stall_at = self._last_output + plan.stall_timeout_s
-            wake_in = min(deadline, stall_at) - time.monotonic()
-            with trio.move_on_after(max(wake_in, 0)):
+            with trio.move_on_at(min(deadline, self._last_output + plan.stall_timeout_s)):
                 await self._stop_requested.wait()
                 break
-            now = time.monotonic()
+            now = trio.current_time()
             if now >= deadline:
                 self.request_stop("timed_out")
                 break
             idle = now - self._last_output
             if idle >= plan.stall_timeout_s:
+                if _unread_output(proc):
+                    await trio.sleep(STALL_RECHECK_S)  # the readers' turn first
+                    continue
                 self.hooks.on_event("stall_detected", {"idle_s": round(idle, 3)})
                 self.request_stop("stalled")
                 break
@@ -352,6 +366,18 @@ def _spawn_failure(plan: TurnPlan, exc: OSError) -> SpawnFailure:
 
 def workspace_gone(workspace: str) -> str:
     return f"the workspace {workspace} is gone (no such directory); no turn can run in it"
+
+
+def _unread_output(proc: AgentProcess) -> bool:
+    """True if bytes wait unread in the agent's stdout or stderr pipe."""
+    for stream in (proc.stdout, proc.stderr):
+        try:
+            raw = fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            continue  # closed already: nothing to wait for there
+        if struct.unpack("i", raw)[0] > 0:
+            return True
+    return False
 
 
 def read_pid_file(path: Path) -> tuple[int, int | None] | None:
