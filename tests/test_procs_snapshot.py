@@ -38,24 +38,40 @@ def sessions(
 
 def test_mark_matches_any_of_repeated_variables() -> None:
     """An environment naming a run or turn twice matches a mark made of any of its pairs."""
-    environ = b"A=1\0CODYD_RUN_ID=r0\0CODYD_TURN=2\0CODYD_RUN_ID=r1\0CODYD_TURN=3\0"
-    assert TurnMark("r1", 2).key in _marks_in(environ)
-    assert TurnMark("r0", 3).key in _marks_in(environ)
-    assert TurnMark("r2", 2).key not in _marks_in(environ)
-    assert TurnMark("r1", 4).key not in _marks_in(environ)
-    assert TurnMark("r1", 2).key not in _marks_in(b"CODYD_RUN_ID=r1\0CODYD_TURN=22\0")
+    environ = (
+        b"A=1\0CODYD_RUN_ID=r0\0CODYD_TURN=2\0CODYD_RUN_ID=r1\0CODYD_TURN=3\0CODYD_WORKSPACE=/ws\0"
+    )
+    assert TurnMark("r1", 2, "/ws").key in _marks_in(environ)
+    assert TurnMark("r0", 3, "/ws").key in _marks_in(environ)
+    assert TurnMark("r2", 2, "/ws").key not in _marks_in(environ)
+    assert TurnMark("r1", 4, "/ws").key not in _marks_in(environ)
+    assert TurnMark("r1", 2, "/ws").key not in _marks_in(
+        b"CODYD_RUN_ID=r1\0CODYD_TURN=22\0CODYD_WORKSPACE=/ws\0"
+    )
+
+
+def test_mark_of_another_workspace_does_not_match() -> None:
+    """Another daemon's run with the same id and turn is told apart by its workspace."""
+    environ = b"CODYD_RUN_ID=build\0CODYD_TURN=1\0CODYD_WORKSPACE=/home/a/ws\0"
+    assert TurnMark("build", 1, "/home/a/ws").key in _marks_in(environ)
+    assert TurnMark("build", 1, "/home/b/ws").key not in _marks_in(environ)
+    assert TurnMark("build", 1, "/home/a/ws").key not in _marks_in(
+        b"CODYD_RUN_ID=build\0CODYD_TURN=1\0"
+    )
 
 
 def test_marked_process_outside_the_group_is_found() -> None:
     """A process carrying a turn's mark belongs to the turn even in a session of its own."""
-    mark = TurnMark(f"snapshot-{os.getpid()}", 7)
+    mark = TurnMark(f"snapshot-{os.getpid()}", 7, "/ws")
     with (
-        sessions(1, {"CODYD_RUN_ID": mark.run_id, "CODYD_TURN": "7"}) as (marked,),
+        sessions(1, {"CODYD_RUN_ID": mark.run_id, "CODYD_TURN": "7", "CODYD_WORKSPACE": "/ws"}) as (
+            marked,
+        ),
         sessions(1) as (leader,),
     ):
         found = turn_processes(leader.pid, mark)
         assert found == {leader.pid, marked.pid}
-        assert turn_processes(None, TurnMark(mark.run_id, 8)) == set()
+        assert turn_processes(None, TurnMark(mark.run_id, 8, "/ws")) == set()
 
 
 def test_snapshot_begun_after_the_request_is_reused() -> None:

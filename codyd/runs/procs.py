@@ -91,7 +91,9 @@ def _scan() -> list[tuple[int, list[str]]]:
     return table
 
 
-MarkKey = tuple[bytes, bytes]  # (CODYD_RUN_ID value, CODYD_TURN value)
+# (CODYD_RUN_ID, CODYD_TURN, CODYD_WORKSPACE values): the workspace tells apart two daemons
+# on one host whose clients chose the same run id.
+MarkKey = tuple[bytes, bytes, bytes]
 
 
 class _ProcessTable:
@@ -162,16 +164,23 @@ class _ProcessTable:
         return cached
 
 
+_MARK_VARIABLES = (b"CODYD_RUN_ID=", b"CODYD_TURN=", b"CODYD_WORKSPACE=")
+
+
 def _marks_in(environ: bytes) -> frozenset[MarkKey]:
-    """Every (run id, turn) pair an environment names; repeated variables give several."""
-    run_ids: list[bytes] = []
-    turns: list[bytes] = []
+    """Every (run id, turn, workspace) an environment names; repeated variables give several."""
+    values: tuple[list[bytes], ...] = ([], [], [])
     for entry in environ.split(b"\0"):
-        if entry.startswith(b"CODYD_RUN_ID="):
-            run_ids.append(entry[len(b"CODYD_RUN_ID=") :])
-        elif entry.startswith(b"CODYD_TURN="):
-            turns.append(entry[len(b"CODYD_TURN=") :])
-    return frozenset((run_id, turn) for run_id in run_ids for turn in turns)
+        for index, prefix in enumerate(_MARK_VARIABLES):
+            if entry.startswith(prefix):
+                values[index].append(entry[len(prefix) :])
+    run_ids, turns, workspaces = values
+    return frozenset(
+        (run_id, turn, workspace)
+        for run_id in run_ids
+        for turn in turns
+        for workspace in workspaces
+    )
 
 
 _TABLE = _ProcessTable()
@@ -193,14 +202,24 @@ def signal_group(pgid: int, signum: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TurnMark:
-    """What identifies a turn's processes in their environment (SPEC 2.4)."""
+    """What identifies a turn's processes in their environment (SPEC 2.4).
+
+    The workspace is part of it: run ids are chosen by clients, so two daemons on one
+    host (two users, two test suites) may both have a run ``build`` at turn 1, and a
+    stop of one must never reach the other's agents.
+    """
 
     run_id: str
     turn: int
+    workspace: str
 
     @property
     def key(self) -> MarkKey:
-        return (self.run_id.encode(), str(self.turn).encode())
+        return (
+            self.run_id.encode(),
+            str(self.turn).encode(),
+            os.fsencode(self.workspace),
+        )
 
 
 def turn_processes(

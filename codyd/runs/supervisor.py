@@ -116,7 +116,7 @@ class Supervisor:
         for driver in self.drivers.values():
             turn = driver.turn
             if turn is not None:
-                marks.add(procs.TurnMark(turn.plan.run_id, turn.plan.n).key)
+                marks.add(procs.TurnMark(turn.plan.run_id, turn.plan.n, turn.plan.cwd).key)
                 if turn.pid is not None:
                     groups.add(turn.pid)
         try:
@@ -443,7 +443,9 @@ class Supervisor:
                         procs.stop_group,
                         pid if same else None,
                         delay,
-                        mark=procs.TurnMark(run_id, n),
+                        mark=procs.TurnMark(
+                            run_id, n, record.spec.workspace if record is not None else ""
+                        ),
                         requested_at=requested_at,
                     )
                 )

@@ -150,7 +150,7 @@ class Turn:
         self._stopping = False
         self._last_output = 0.0  # trio.current_time() of the last output read
         self._stderr_tail = bytearray()
-        self._mark = procs.TurnMark(plan.run_id, plan.n)
+        self._mark = procs.TurnMark(plan.run_id, plan.n, plan.cwd)
 
     def request_stop(self, outcome: str) -> None:
         """Ask the turn to stop its agent; the first reason given is its outcome."""
