@@ -411,6 +411,27 @@ def reap_orphans(owns: Callable[[int], bool]) -> Reaped:
             count += 1
 
 
+class ChildExits:
+    """Wakes whoever waits each time a child of codyd exits (the reaper's SIGCHLD).
+
+    An agent's exit is when its escaped descendants are re-parented to codyd, so
+    the look for stray processes follows it instead of walking /proc on a timer.
+    """
+
+    def __init__(self) -> None:
+        self._exited = trio.Event()
+
+    def notify(self) -> None:
+        self._exited.set()
+
+    async def wait(self) -> None:
+        await self._exited.wait()
+        self._exited = trio.Event()
+
+
+CHILD_EXITS = ChildExits()
+
+
 async def reaper(owns: Callable[[int], bool]) -> None:
     """Reap re-parented orphans whenever a child exits (SIGCHLD)."""
     with trio.open_signal_receiver(signal.SIGCHLD) as signals:
@@ -421,3 +442,4 @@ async def reaper(owns: Callable[[int], bool]) -> None:
                     await signals.__anext__()
             else:
                 await signals.__anext__()
+            CHILD_EXITS.notify()

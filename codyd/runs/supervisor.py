@@ -34,9 +34,12 @@ log = structlog.get_logger("codyd.supervisor")
 ACTIVE = frozenset({State.RUNNING, State.PAUSING, State.CANCELLING})
 # Shutdown waits this long for the store's last commit (a full disk must not hold it).
 SHUTDOWN_FLUSH_S = 2.0
-# Processes re-parented to codyd that no live turn claims: how often they are looked
-# for, and how long each has between SIGTERM and SIGKILL (less at shutdown).
-STRAY_SWEEP_S = 1.0
+# Processes re-parented to codyd that no live turn claims are looked for once a child
+# of codyd has exited (an agent's exit is when its escapees come to codyd) and at least
+# every STRAY_SWEEP_S; each look walks /proc (about 11 ms with 700 processes), so it is
+# never a fast timer. STRAY_SETTLE_S gathers a burst of exits into one look.
+STRAY_SWEEP_S = 30.0
+STRAY_SETTLE_S = 1.0
 STRAY_SIGKILL_DELAY_S = 2.0
 STRAY_SHUTDOWN_DELAY_S = 0.5
 
@@ -99,7 +102,8 @@ class Supervisor:
         codyd is a subreaper, so a descendant whose parent exits comes to it. One
         that left its turn's process group and wiped its environment
         (``setsid env -i ...``) cannot be found by its turn's stop; here it is
-        found by its parent instead: every child of codyd that is not an agent
+        found by its parent instead, a moment after a child of codyd exited and at
+        least every ``STRAY_SWEEP_S``: every child of codyd that is not an agent
         codyd started (``spawn.CHILDREN``) and not in a live turn's group or
         marked with a live turn's CODYD_RUN_ID/CODYD_TURN gets SIGTERM, then
         SIGKILL after ``STRAY_SIGKILL_DELAY_S``.
@@ -107,7 +111,9 @@ class Supervisor:
         stopping: set[int] = set()
         async with trio.open_nursery() as nursery:
             while True:
-                await trio.sleep(STRAY_SWEEP_S)
+                with trio.move_on_after(STRAY_SWEEP_S):
+                    await procs.CHILD_EXITS.wait()
+                await trio.sleep(STRAY_SETTLE_S)
                 self._stop_strays(nursery, stopping, STRAY_SIGKILL_DELAY_S)
 
     def _stop_strays(self, nursery: trio.Nursery, stopping: set[int], delay: float) -> None:
