@@ -128,11 +128,15 @@ def test_full_disk_stops_new_work_keeps_serving_and_recovers(daemon_factory) -> 
         assert store_info(daemon)["last_error"] is None
         held = daemon.call("run.status", {"run_id": "chatty"})["last_seq"]
         # The run goes on: events beyond what was held while the disk was full.
-        wait_until(
-            lambda: daemon.call("run.status", {"run_id": "chatty"})["last_seq"] > held + 5,
-            10,
-            "the run to go on",
-        )
+        try:
+            wait_until(
+                lambda: daemon.call("run.status", {"run_id": "chatty"})["last_seq"] > held + 5,
+                10,
+                "the run to go on",
+            )
+        except AssertionError as exc:
+            status = daemon.call("run.status", {"run_id": "chatty"})
+            raise AssertionError(f"{exc}: {status}\n{daemon.log()[-6000:]}") from None
         seen = gapless(daemon.events("chatty"))
         assert len(store_errors(daemon)) == 1, store_errors(daemon)
         heartbeat_warnings = [
