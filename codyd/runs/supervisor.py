@@ -188,8 +188,12 @@ class Supervisor:
         log.info("run queued", run_id=record.run_id, workspace=spec.workspace, agent=spec.agent)
         snapshot = record.snapshot()
         self.queue.append(record.run_id)
-        await self.store.sync()
-        self._fill_slots()
+        try:
+            await self.store.sync()
+        finally:
+            # Queued whatever the store answers: a run whose commit failed still starts
+            # once the store writes again (its driver waits for that), not never.
+            self._fill_slots()
         return snapshot
 
     def _fill_slots(self) -> None:
@@ -405,7 +409,8 @@ class Supervisor:
                 )
             elif record.state is State.QUEUED:
                 self.queue.append(record.run_id)
-        await self.store.sync()
+        # A store that fails after the start-up probe stops new turns, not the daemon.
+        await self.store.settle()
 
     async def _bury_lost_turns(self) -> None:
         """Stop what is left of turns a crashed daemon was running, and record them lost.
