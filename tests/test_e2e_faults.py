@@ -130,20 +130,35 @@ def unused_descriptor(pid: int, index: int) -> int:
 def test_out_of_descriptors_the_run_waits_instead_of_completing(daemon: Daemon) -> None:
     """EMFILE at a turn's start: spawn_failed naming EMFILE, a failed turn, and the run goes on.
 
-    The daemon is left three descriptors (one for the connection that starts
-    the run): its turns cannot open their files and pipes. A max_turns=1 run
+    The daemon is left three descriptors: its turns cannot open their files and
+    pipes. The run is started over a connection opened before (a new one would be
+    refused: codyd keeps its last descriptors from clients). A max_turns=1 run
     must not complete on those; once descriptors are back its turn runs, then
     it completes.
     """
     assert daemon.proc is not None
     pid = daemon.proc.pid
     soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (unused_descriptor(pid, 3), hard))
+    with daemon.client() as client:
+        client.call("daemon.ping")
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (unused_descriptor(pid, 3), hard))
+        try:
+            client.call(
+                "run.start",
+                {
+                    "workspace": str(daemon.workspace()),
+                    "prompt": "do the work",
+                    "command": agent("printer"),
+                    "run_id": "fds",
+                    "max_turns": 1,
+                    "retry_backoff_s": 0.2,
+                    "max_consecutive_failures": 50,
+                },
+            )
+        except BaseException:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            raise
     try:
-        daemon.start_run(
-            agent("printer"), run_id="fds", max_turns=1, retry_backoff_s=0.2,
-            max_consecutive_failures=50,
-        )  # fmt: skip
 
         def failed_turn() -> bool:
             return any(
