@@ -64,6 +64,8 @@ META_SCAN_S = 1.0
 # While events flow the cursor is saved at most this often (each save is a store commit);
 # a crash re-sends at most this much, which Redis recognises.
 CURSOR_SAVE_S = 0.5
+# How long a rebuild waits for its holds to be committed before it writes the marker.
+REBUILD_SYNC_S = 10.0
 
 DISABLED_STATUS: dict[str, Any] = {
     "enabled": False,
@@ -402,6 +404,10 @@ class Mirror:
         self._live.update(runs)
         self._next_scan = 0.0
         self._save_cursor(force=True)
+        # The holds reach the disk before the marker reaches Redis: a crash in between
+        # finds the marker missing again rather than a rebuild forgotten.
+        with trio.fail_after(REBUILD_SYNC_S):
+            await self.store.sync()
         await self.link.execute(lambda client: client.set(marker, self.config.node))
         self.store.kv_set(MARKED_KEY, marker)
 
