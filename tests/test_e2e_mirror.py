@@ -183,6 +183,11 @@ def test_resend_after_crash_is_recognised(
         if record.get("event") == "mirror skipped entries already in redis"
     )
     assert repeated == 2 * (sent - 5)  # each event once in its run's stream, once in the global one
+    assert (
+        count_log(daemon, "mirror found an entry in redis it did not write; holding the stream")
+        == 0
+    )
+    assert mirror_info(daemon)["last_error"] is None
     second = daemon.start_run(agent("sentinel_stream", 5000, 50), max_turns=1)["run_id"]
     daemon.wait_state(second, "completed")
     wait_mirrored(daemon)

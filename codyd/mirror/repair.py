@@ -4,8 +4,8 @@ The mirror writes each stream with explicit, increasing IDs, so Redis refuses an
 whose ID is not above the stream's last ID. That refusal has two causes:
 
 * **our own entry, sent again** (a batch retried after a lost reply, or re-sent after a
-  crash before the cursor was saved): the entry at that ID holds exactly the fields we
-  would write, or it was trimmed away and the stream's last ID is one codyd could have
+  crash before the cursor was saved): the entry at that ID is the same event (its seq,
+  gid, run_id and type), or it was trimmed away and the stream's last ID is one codyd could have
   written. Counted and passed over, as before.
 * **a foreign entry**: something else wrote an ID at or above ours (``XADD … 999999-0``,
   an ``XADD … *`` timestamp ID, another daemon on the same prefix). Writing on would
@@ -83,9 +83,15 @@ def stream_info(reply: Any) -> StreamInfo | None:
     )
 
 
-def expected_fields(entry: Entry) -> dict[bytes, bytes]:
-    flat = [encode(value) for value in event_fields(entry.event)]
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+# What makes an entry a given event of codyd's. Not ``data`` nor ``ts``: their text may
+# differ between codyd versions, and a re-send after an upgrade is still a re-send.
+IDENTITY = (b"seq", b"gid", b"run_id", b"type")
+
+
+def identity(entry: Entry) -> dict[bytes, bytes]:
+    flat = [encode(value) for value in event_fields(entry.event, b"")]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return {name: fields[name] for name in IDENTITY}
 
 
 def is_ours(entry: Entry, found: Any, info: StreamInfo | None, bound: int) -> bool:
@@ -98,7 +104,7 @@ def is_ours(entry: Entry, found: Any, info: StreamInfo | None, bound: int) -> bo
         raise found
     if found:
         fields = {encode(name): encode(value) for name, value in found[0][1].items()}
-        return fields == expected_fields(entry)
+        return {name: fields.get(name) for name in IDENTITY} == identity(entry)
     if info is None:
         return False
     trimmed = info.first is None or info.first > (entry.number, 0)
