@@ -16,9 +16,10 @@ whose ID is not above the stream's last ID. That refusal has two causes:
   ``XSETID`` it back), the held events are written from the store, in order, and the
   hold ends.
 
-A stream that is gone (``NOMKSTREAM`` answered nil) or that a rebuild after data loss
-asks for is held the same way, and its events are re-sent from the store, from
-whatever the stream still has (all of them, for a stream that is gone).
+A stream that is gone (``NOMKSTREAM`` answered nil), or every stream when the holds
+saved in the store cannot be read, is held the same way, and its events are re-sent
+from the store, from whatever the stream still has (all of them, for a stream that is
+gone).
 
 Holds are kept in the store (``kv`` key ``mirror.holds``) no later than the cursor moves
 past their events, so a restart resumes every repair.
@@ -117,7 +118,8 @@ class Hold:
 
     key: str
     run_id: str | None
-    # "foreign": in conflict; "missing": gone from Redis; "rebuild": after a data loss.
+    # "foreign": in conflict; "missing": gone from Redis; "rebuild": the saved holds were
+    # unreadable; "repairing": a conflict that was fixed, being refilled.
     reason: str
     # For a conflict: entries up to this number are ours, what is above is not.
     # None: any last ID codyd could have written is taken as ours.
@@ -220,7 +222,7 @@ class Repairs:
             self.dirty = True
 
     def rebuild(self, run_ids: Sequence[str]) -> None:
-        """After a data loss: every stream is checked and refilled from the store."""
+        """Every stream is checked and refilled from the store (the saved holds are lost)."""
         self.hold(self._keys.events, None, "rebuild")
         for run_id in run_ids:
             self.hold(self._keys.run_events(run_id), run_id, "rebuild")
@@ -346,7 +348,7 @@ class Repairs:
     def _release(self, hold: Hold, why: str) -> bool:
         del self.holds[hold.key]
         self.dirty = True
-        # A rebuild holds every stream; most have nothing to re-send and are not worth a line.
+        # A rebuild holds every stream; most have nothing to re-send, not worth a line each.
         level = log.debug if hold.reason == "rebuild" else log.info
         level("mirror stream repaired", key=hold.key, reason=hold.reason, result=why)
         return True
