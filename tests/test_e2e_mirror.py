@@ -183,6 +183,11 @@ def test_resend_after_crash_is_recognised(
         if record.get("event") == "mirror skipped entries already in redis"
     )
     assert repeated == 2 * (sent - 5)  # each event once in its run's stream, once in the global one
+    assert (
+        count_log(daemon, "mirror found an entry in redis it did not write; holding the stream")
+        == 0
+    )
+    assert mirror_info(daemon)["last_error"] is None
     second = daemon.start_run(agent("sentinel_stream", 5000, 50), max_turns=1)["run_id"]
     daemon.wait_state(second, "completed")
     wait_mirrored(daemon)
@@ -454,3 +459,24 @@ def test_corrupt_mirror_state_does_not_stop_the_daemon(
     )
     assert count_log(daemon, "mirror holds in the store cannot be read; checking every stream") == 1
     assert count_log(daemon, HOLDING) == 0
+
+
+def test_a_deleted_stream_is_written_again(
+    daemon_factory: MakeDaemon, redis_server: RedisServer
+) -> None:
+    """A run's stream deleted while the run goes on is written again from its first event, groups included, instead of restarting with a gap."""
+    daemon = mirrored(daemon_factory, redis_server, CODYD_MIRROR_GROUPS='["audit"]')
+    client = redis_server.client()
+    stop_file = daemon.workspace() / "stop"
+    daemon.start_run(agent("sentinel_stream", 300, 100_000, stop_file), run_id="cut", max_turns=1)
+    key = f"{PREFIX}run:cut:events"
+    wait_until(lambda: client.xlen(key) >= 20, what="entries")
+    client.delete(key)
+    wait_until(lambda: count_log(daemon, "mirror stream repaired") == 1, what="the repair")
+    stop_file.touch()
+    daemon.wait_state("cut", "completed")
+    wait_mirrored(daemon)
+    assert_streams_match(daemon, client)
+    assert [g["name"] for g in client.xinfo_groups(key)] == ["audit"]
+    assert count_log(daemon, "mirror stream is gone from redis; writing it again") == 1
+    assert count_log(daemon, REBUILDING) == 0  # the marker is there: no data loss

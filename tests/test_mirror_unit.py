@@ -371,11 +371,13 @@ def test_a_refused_entry_that_is_ours_is_a_repeat() -> None:
     assert is_ours(entry, our_entry(ev), info, bound=5)
 
 
-def test_an_entry_with_other_fields_at_our_id_is_foreign() -> None:
-    """Same ID, different content (another writer): not ours."""
+def test_an_entry_of_another_event_at_our_id_is_foreign() -> None:
+    """Same ID, another event (another writer): not ours. Other data text alone is still ours."""
     entry = Entry("p:run:r1:events", 3, event(7, 3), "r1")
-    other = our_entry(event(8, 3))
-    assert not is_ours(entry, other, StreamInfo(last=(3, 0), first=(1, 0)), bound=5)
+    info = StreamInfo(last=(3, 0), first=(1, 0))
+    assert not is_ours(entry, our_entry(event(8, 3)), info, bound=5)
+    assert not is_ours(entry, [(b"3-0", {b"by": b"someone"})], info, bound=5)
+    assert is_ours(entry, our_entry(event(7, 3, note="written by an older codyd")), info, bound=5)
 
 
 def test_an_absent_entry_is_ours_only_if_trimmed_below_a_last_id_we_gave_out() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from codyd.events import Event
 from codyd.mirror.fields import Value, data_json
@@ -38,8 +39,7 @@ class Kind(Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One XADD of a batch: its stream, its entry number (seq or gid) and the event."""
 
     key: str
@@ -94,8 +94,10 @@ class Batch:
         self.entries.append(entry)
 
     def add_xadd(self, head: bytes, entry: Entry, fields: bytes) -> None:
-        packed = pack_xadd(head, entry.entry_id.encode(), fields)
-        self.add_packed(Kind.XADD, ("XADD", entry.key), packed, entry)
+        self.chunks.append(pack_xadd(head, b"%d-0" % entry.number, fields))
+        self.kinds.append(Kind.XADD)
+        self.labels.append(("XADD", entry.key))
+        self.entries.append(entry)
 
     def payload(self) -> bytes:
         return b"".join(self.chunks)
@@ -155,6 +157,10 @@ def build_batch(
             add_groups(batch, keys.run_events(meta.run_id), limits.groups)
     global_key = keys.events
     heads = Heads(limits, global_key)
+    global_held = global_key in held
+    # Per run: its stream's key, whether it is held, and its XADD head (not creating).
+    runs: dict[str, tuple[str, bool, bytes]] = {}
+    global_head = heads(global_key, False)
     size = 0
     for event in events:
         if batch.events and size >= max_bytes:
@@ -162,13 +168,16 @@ def build_batch(
         data = data_json(event.data)
         size += len(data) + ENTRY_OVERHEAD_BYTES
         fields = pack_entry_fields(event, data)
-        run_key = keys.run_events(event.run_id)
-        if run_key not in held:
-            entry = Entry(run_key, event.seq, event, event.run_id)
-            batch.add_xadd(heads(run_key, event.seq == 1), entry, fields)
-        if global_key not in held:
-            entry = Entry(global_key, event.gid, event, None)
-            batch.add_xadd(heads(global_key, event.gid == 1), entry, fields)
+        run = runs.get(event.run_id)
+        if run is None:
+            run_key = keys.run_events(event.run_id)
+            run = runs[event.run_id] = (run_key, run_key in held, heads(run_key, False))
+        if not run[1]:
+            head = run[2] if event.seq != 1 else heads(run[0], True)
+            batch.add_xadd(head, Entry(run[0], event.seq, event, event.run_id), fields)
+        if not global_held:
+            head = global_head if event.gid != 1 else heads(global_key, True)
+            batch.add_xadd(head, Entry(global_key, event.gid, event, None), fields)
         batch.events += 1
     for meta in metas:
         flat = [item for pair in meta.fields.items() for item in pair]

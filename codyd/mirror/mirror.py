@@ -64,6 +64,8 @@ META_SCAN_S = 1.0
 # While events flow the cursor is saved at most this often (each save is a store commit);
 # a crash re-sends at most this much, which Redis recognises.
 CURSOR_SAVE_S = 0.5
+# How long a rebuild waits for its holds to be committed before it writes the marker.
+REBUILD_SYNC_S = 10.0
 
 DISABLED_STATUS: dict[str, Any] = {
     "enabled": False,
@@ -183,6 +185,7 @@ class Mirror:
                 saved=saved[:60] if saved else saved,
             )
             self.cursor = 0
+            self._draining = True
         self._saved_cursor = self.cursor
         if self.cursor > self.store.committed_gid:
             # A store restored from an older copy: go back; what Redis has is recognised.
@@ -382,8 +385,9 @@ class Mirror:
     async def _rebuild(self) -> None:
         """Redis lost what the mirror wrote: write the index, meta, groups and streams again.
 
-        Also on the first connection of a store to a Redis (a new install, or an upgrade
-        from a codyd without the marker): what is there already is recognised.
+        On the first connection of a store to a Redis (a new installation, or an upgrade
+        from a codyd without the marker) there is nothing to rebuild: Redis holds what
+        the cursor says, and the marker is only written.
         """
         marker = self.keys.marker(self.config.node)
         runs = list(self.store.runs)
@@ -393,15 +397,22 @@ class Mirror:
                 marker=marker,
                 runs=len(runs),
             )
+            # Everything the store retains is sent again, in order, as if never sent:
+            # Redis refuses nothing it lost, and recognises what it still has.
+            self.cursor = 0
+            self._draining = True
+            # Every run counts as new again: its groups, index entry and meta are written.
+            self._known.clear()
+            self._meta_sent.clear()
+            self._live.update(runs)
+            self._next_scan = 0.0
+            self._save_cursor(force=True)
+            # The cursor reaches the disk before the marker reaches Redis: a crash in
+            # between finds the marker missing again rather than a rebuild forgotten.
+            with trio.fail_after(REBUILD_SYNC_S):
+                await self.store.sync()
         else:
-            log.info("mirror writes to this redis for the first time", runs=len(runs))
-        self._repairs.rebuild(runs)
-        # Every run counts as new again: its groups, index entry and meta are written.
-        self._known.clear()
-        self._meta_sent.clear()
-        self._live.update(runs)
-        self._next_scan = 0.0
-        self._save_cursor(force=True)
+            log.info("mirror writes to this redis for the first time", marker=marker)
         await self.link.execute(lambda client: client.set(marker, self.config.node))
         self.store.kv_set(MARKED_KEY, marker)
 

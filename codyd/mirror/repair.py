@@ -4,8 +4,8 @@ The mirror writes each stream with explicit, increasing IDs, so Redis refuses an
 whose ID is not above the stream's last ID. That refusal has two causes:
 
 * **our own entry, sent again** (a batch retried after a lost reply, or re-sent after a
-  crash before the cursor was saved): the entry at that ID holds exactly the fields we
-  would write, or it was trimmed away and the stream's last ID is one codyd could have
+  crash before the cursor was saved): the entry at that ID is the same event (its seq,
+  gid, run_id and type), or it was trimmed away and the stream's last ID is one codyd could have
   written. Counted and passed over, as before.
 * **a foreign entry**: something else wrote an ID at or above ours (``XADD … 999999-0``,
   an ``XADD … *`` timestamp ID, another daemon on the same prefix). Writing on would
@@ -16,9 +16,10 @@ whose ID is not above the stream's last ID. That refusal has two causes:
   ``XSETID`` it back), the held events are written from the store, in order, and the
   hold ends.
 
-A stream that is gone (``NOMKSTREAM`` answered nil) or that a rebuild after data loss
-asks for is held the same way, and its events are re-sent from the store, from
-whatever the stream still has (all of them, for a stream that is gone).
+A stream that is gone (``NOMKSTREAM`` answered nil), or every stream when the holds
+saved in the store cannot be read, is held the same way, and its events are re-sent
+from the store, from whatever the stream still has (all of them, for a stream that is
+gone).
 
 Holds are kept in the store (``kv`` key ``mirror.holds``) no later than the cursor moves
 past their events, so a restart resumes every repair.
@@ -83,9 +84,15 @@ def stream_info(reply: Any) -> StreamInfo | None:
     )
 
 
-def expected_fields(entry: Entry) -> dict[bytes, bytes]:
-    flat = [encode(value) for value in event_fields(entry.event)]
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+# What makes an entry a given event of codyd's. Not ``data`` nor ``ts``: their text may
+# differ between codyd versions, and a re-send after an upgrade is still a re-send.
+IDENTITY = (b"seq", b"gid", b"run_id", b"type")
+
+
+def identity(entry: Entry) -> dict[bytes, bytes]:
+    flat = [encode(value) for value in event_fields(entry.event, b"")]
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return {name: fields[name] for name in IDENTITY}
 
 
 def is_ours(entry: Entry, found: Any, info: StreamInfo | None, bound: int) -> bool:
@@ -98,7 +105,7 @@ def is_ours(entry: Entry, found: Any, info: StreamInfo | None, bound: int) -> bo
         raise found
     if found:
         fields = {encode(name): encode(value) for name, value in found[0][1].items()}
-        return fields == expected_fields(entry)
+        return {name: fields.get(name) for name in IDENTITY} == identity(entry)
     if info is None:
         return False
     trimmed = info.first is None or info.first > (entry.number, 0)
@@ -111,7 +118,8 @@ class Hold:
 
     key: str
     run_id: str | None
-    # "foreign": in conflict; "missing": gone from Redis; "rebuild": after a data loss.
+    # "foreign": in conflict; "missing": gone from Redis; "rebuild": the saved holds were
+    # unreadable; "repairing": a conflict that was fixed, being refilled.
     reason: str
     # For a conflict: entries up to this number are ours, what is above is not.
     # None: any last ID codyd could have written is taken as ours.
@@ -214,7 +222,7 @@ class Repairs:
             self.dirty = True
 
     def rebuild(self, run_ids: Sequence[str]) -> None:
-        """After a data loss: every stream is checked and refilled from the store."""
+        """Every stream is checked and refilled from the store (the saved holds are lost)."""
         self.hold(self._keys.events, None, "rebuild")
         for run_id in run_ids:
             self.hold(self._keys.run_events(run_id), run_id, "rebuild")
@@ -340,7 +348,7 @@ class Repairs:
     def _release(self, hold: Hold, why: str) -> bool:
         del self.holds[hold.key]
         self.dirty = True
-        # A rebuild holds every stream; most have nothing to re-send and are not worth a line.
+        # A rebuild holds every stream; most have nothing to re-send, not worth a line each.
         level = log.debug if hold.reason == "rebuild" else log.info
         level("mirror stream repaired", key=hold.key, reason=hold.reason, result=why)
         return True
