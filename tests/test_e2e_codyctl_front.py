@@ -18,6 +18,7 @@ import pytest
 from conftest import Daemon, agent, wait_until
 
 STOP_FILE = ".cody-harness/current-epic/.stop"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def codyctl(
@@ -30,7 +31,8 @@ def codyctl(
     timeout: float = 30.0,
 ) -> subprocess.CompletedProcess[str]:
     """``codyctl ARGS``, finding ``daemon`` through CODYD_SOCKET (so no flag comes first)."""
-    full_env = {**os.environ, **(env or {})}
+    # The worktree's codyctl whatever the working directory (an installed one may differ).
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     if daemon is not None:
         full_env["CODYD_SOCKET"] = str(daemon.socket)
     done = subprocess.run(
@@ -181,7 +183,7 @@ def test_logs_follow_without_turn_follows_every_turn(daemon: Daemon, tmp_path: P
     """``logs RUN -f`` started in turn 1 prints turns 1 to 3, then exits 0 with the run."""
     gate = tmp_path / "go"
     run_id = start(daemon, "--max-turns", "3", command=agent("ralph", 0.05, 0, gate))
-    env = {**os.environ, "CODYD_SOCKET": str(daemon.socket)}
+    env = {**os.environ, "CODYD_SOCKET": str(daemon.socket), "PYTHONPATH": str(REPO_ROOT)}
     with subprocess.Popen(
         [sys.executable, "-m", "codyctl", "logs", run_id, "-f"],
         stdout=subprocess.PIPE,
@@ -200,7 +202,7 @@ def test_followers_and_watch_say_when_they_reconnect(daemon: Daemon, tmp_path: P
     """While codyd restarts, ``tail -f`` and ``watch`` say so on stderr and carry on."""
     start(daemon, "--run-id", "rc", "--name", "loop", "--max-turns", "5", command=agent("sleeper"))
     daemon.wait_event("rc", "turn_started")
-    env = {**os.environ, "CODYD_SOCKET": str(daemon.socket)}
+    env = {**os.environ, "CODYD_SOCKET": str(daemon.socket), "PYTHONPATH": str(REPO_ROOT)}
     procs = {}
     for name, args in (("tail", ["tail", "rc", "-f"]), ("watch", ["watch", "--interval", "0.1"])):
         procs[name] = subprocess.Popen(
