@@ -119,8 +119,15 @@ GLOBAL_OPTIONS = (
 
 
 def with_global_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the global options, listed after the command's own in its help."""
+
+    def placeholder() -> None:
+        pass
+
     for option in GLOBAL_OPTIONS:
-        function = option(function)
+        option(placeholder)
+    own = getattr(function, "__click_params__", [])
+    function.__click_params__ = [*placeholder.__click_params__, *own]  # type: ignore[attr-defined]
     return function
 
 
@@ -411,7 +418,7 @@ def start(
         report_end(settings, snapshot["run_id"])
 
 
-@command()
+@command(short_help="Show a run: state, what ends it, its last turn.")
 @click.argument("run", metavar="RUN")
 def status(settings: Settings, run: str) -> None:
     """Show a run: state, what ends it, its last turn, tests and stderr line."""
@@ -550,7 +557,7 @@ def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, foll
     on_run(settings, run, print_logs)
 
 
-@command()
+@command(short_help="Block until RUN ends; exit 0 completed, 4 failed or cancelled.")
 @click.argument("run", metavar="RUN")
 @click.option(
     "--for",
@@ -643,7 +650,7 @@ def watch_loop(settings: Settings, interval: float, limit: int, once: bool) -> N
             backoff.pause(exc)
 
 
-@command()
+@command(short_help="Print the shell completion script for bash, zsh or fish.")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(settings: Settings, shell: str) -> None:
     """Print the shell completion script, e.g. eval "$(codyctl completion bash)"."""
@@ -654,7 +661,7 @@ def completion(settings: Settings, shell: str) -> None:
     sys.stdout.write(complete(cli, {}, "codyctl", "_CODYCTL_COMPLETE").source() + "\n")
 
 
-@command()
+@command(short_help="Print codyctl's man page (roff).")
 def man(settings: Settings) -> None:
     """Print codyctl's man page (roff), e.g. codyctl man | man -l -."""
     from codyctl import manpage

@@ -19,10 +19,6 @@ import click
 
 from codyctl.follow import present
 
-# codyd.spec.DEFAULT_STOP_FILE, repeated to keep codyd.spec out of codyctl's start-up
-# (tests/test_codyctl_unit.py checks that they agree).
-DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
-
 # run.start fields (``data.field`` of invalid_params) and the flag each one comes from.
 FIELD_FLAGS = {
     "workspace": "WORKSPACE",
