@@ -422,10 +422,13 @@ def start(
 @click.argument("run", metavar="RUN")
 def status(settings: Settings, run: str) -> None:
     """Show a run: state, what ends it, its last turn, tests and stderr line."""
-    from codyctl import handles
-
     with settings.open() as client:
-        snapshot = handles.resolve(client, run)
+        try:
+            snapshot = client.call("run.status", {"run_id": run})
+        except NotFound:
+            from codyctl import handles
+
+            snapshot = handles.resolve(client, run)
         if settings.json:
             write_line(render.to_json(snapshot))
             return
