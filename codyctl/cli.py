@@ -423,19 +423,19 @@ def start(
 def status(settings: Settings, run: str) -> None:
     """Show a run: state, what ends it, its last turn, tests and stderr line."""
     with settings.open() as client:
+        if not settings.json:
+            from codyctl import status as report
+
+            snapshot, lines = report.snapshot_and_extras(client, run)
+            write_line(render.snapshot_text(snapshot, lines))
+            return
         try:
             snapshot = client.call("run.status", {"run_id": run})
         except NotFound:
             from codyctl import handles
 
             snapshot = handles.resolve(client, run)
-        if settings.json:
-            write_line(render.to_json(snapshot))
-            return
-        from codyctl import status as extra
-
-        lines = extra.extras(client, snapshot)
-    write_line(render.snapshot_text(snapshot, lines))
+    write_line(render.to_json(snapshot))
 
 
 @command("list")
