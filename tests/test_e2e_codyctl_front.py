@@ -375,3 +375,22 @@ def test_man_page_covers_every_command() -> None:
     for command in ("start", "status", "list", "tail", "logs", "wait", "watch", "completion"):
         assert f".SS {command} " in page or f".SS {command}\n" in page
     assert "\\-\\-max\\-turns" in page and ".SH EXIT STATUS" in page
+
+
+def test_relative_prompt_and_context_files_are_relative_to_the_current_directory(
+    daemon: Daemon,
+) -> None:
+    """``--prompt-file ws/P.md`` from the workspace's parent means that file, not ws/ws/P.md."""
+    ws = daemon.workspace()
+    (ws / "P.md").write_text("the prompt")
+    (ws / "notes.md").write_text("notes")
+    args = ["start", "ws", "--prompt-file", "ws/P.md", "--context-file", "ws/notes.md"]
+    result = codyctl(daemon, *args, "--max-turns", "1", "--", *agent("printer"), cwd=daemon.root)
+    spec = spec_of(daemon, ok(result).strip())
+    assert spec["prompt_file"] == str(ws / "P.md")
+    assert spec["context_files"] == [str(ws / "notes.md")]
+    missing = codyctl(
+        daemon, "start", "ws", "--prompt-file", "ws/nope.md", "--", "true", cwd=daemon.root
+    )
+    assert missing.returncode == 2
+    assert f"no file at {daemon.root}/ws/nope.md or {ws}/ws/nope.md" in missing.stderr
