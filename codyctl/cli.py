@@ -184,9 +184,11 @@ def on_run(settings: Settings, handle: str, action: Callable[[str], T]) -> T:
     """
     try:
         return action(handle)
-    except NotFound:
+    except (NotFound, InvalidParams) as exc:
         from codyctl import handles
 
+        if not handles.not_an_id(exc):
+            raise
         with settings.open() as client:
             run_id = handles.run_id(client, handle)
         if run_id == handle:
@@ -376,7 +378,7 @@ def status(settings: Settings, run: str) -> None:
             return
         try:
             snapshot = client.call("run.status", {"run_id": run})
-        except NotFound:
+        except (NotFound, InvalidParams):
             from codyctl import handles
 
             snapshot = handles.resolve(client, run)
@@ -633,6 +635,18 @@ def main() -> None:
         status = cli.main(args, "codyctl", standalone_mode=False, obj=Globals())
     except click.ClickException as exc:
         status = usage_status(exc, as_json)
+    except InvalidParams as exc:
+        # codyctl sends well-formed requests: a refused parameter is a value the user gave.
+        from codyctl.startspec import flag_for, flag_message
+
+        flag = "RUN" if exc.field == "run_id" else flag_for(exc.field)
+        message = (
+            exc.message.replace("run_id:", "RUN:", 1)
+            if flag == "RUN"
+            else flag_message(exc.field, exc.message) or exc.message
+        )
+        data = {**exc.data, "flag": flag}
+        status = report(as_json, EXIT_USAGE, exc.code, message, False, data)
     except CodydError as exc:
         status = report(
             as_json,

@@ -14,7 +14,7 @@ from typing import Any
 
 from codyctl import render
 from codyctl.client import Client
-from codyd.errors import NotFound
+from codyd.errors import InvalidParams, NotFound
 
 RECENT_OUTPUT_EVENTS = 200
 LAST_OF_TYPES = ("turn_completed", "test_run_completed")
@@ -30,10 +30,13 @@ def snapshot_and_extras(client: Client, handle: str) -> tuple[dict[str, Any], Ex
     events_request = client.submit("run.events", events_params(handle))
     try:
         snapshot: dict[str, Any] = client.result(status_request)
-    except NotFound:
-        with contextlib.suppress(NotFound):
-            list(client.items(events_request))
+    except (NotFound, InvalidParams) as exc:
         from codyctl import handles
+
+        if not handles.not_an_id(exc):
+            raise
+        with contextlib.suppress(NotFound, InvalidParams):
+            list(client.items(events_request))
 
         snapshot = handles.resolve(client, handle)
         events_request = client.submit("run.events", events_params(snapshot["run_id"]))

@@ -394,3 +394,14 @@ def test_relative_prompt_and_context_files_are_relative_to_the_current_directory
     )
     assert missing.returncode == 2
     assert f"no file at {daemon.root}/ws/nope.md or {ws}/ws/nope.md" in missing.stderr
+
+
+def test_a_name_that_is_no_id_shape_still_names_its_run(daemon: Daemon) -> None:
+    """``--name "nightly fix"`` (not a valid id) works as RUN; a miss is not_found, exit 1."""
+    run_id = start(daemon, "--name", "nightly fix", "--max-turns", "1")
+    assert ok(codyctl(daemon, "wait", "nightly fix")) == f"{run_id} completed\n"
+    assert json.loads(ok(codyctl(daemon, "status", "nightly fix", "--json")))["run_id"] == run_id
+    assert ok(codyctl(daemon, "status", "nightly fix")).startswith("run:")
+    missing = codyctl(daemon, "status", "nightly fox")
+    assert missing.returncode == 1
+    assert "not_found: no run has the id or name 'nightly fox'" in missing.stderr
