@@ -20,7 +20,6 @@ import codyd
 from codyctl import render
 from codyctl.client import DEFAULT_TIMEOUT_S, ConnectError, DeadlineExceeded
 from codyctl.follow import (
-    Backoff,
     EventCursor,
     Item,
     ItemHandler,
@@ -42,8 +41,6 @@ EXIT_INTERRUPTED = 130
 
 STATES = tuple(state.value for state in State)
 RECENT_EVENTS = 20
-# How often `logs -f` looks again at a turn that codyd is still spawning.
-SPAWN_POLL_S = 0.05
 # codyd.spec.DEFAULT_STOP_FILE, repeated to keep codyd.spec out of codyctl's start-up
 # (tests/test_codyctl_unit.py checks that they agree).
 DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
@@ -118,9 +115,24 @@ GLOBAL_OPTIONS = (
 )
 
 
-def with_global_options(function: Callable[..., Any]) -> Callable[..., Any]:
+def _global_params() -> list[click.Parameter]:
+    def placeholder() -> None:
+        pass
+
     for option in GLOBAL_OPTIONS:
-        function = option(function)
+        option(placeholder)
+    params: list[click.Parameter] = placeholder.__click_params__  # type: ignore[attr-defined]
+    return params
+
+
+# Made once and shared by every command: a parameter holds no parsing state.
+GLOBAL_PARAMS = _global_params()
+
+
+def with_global_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the global options, listed after the command's own in its help."""
+    own = getattr(function, "__click_params__", [])
+    function.__click_params__ = [*GLOBAL_PARAMS, *own]  # type: ignore[attr-defined]
     return function
 
 
@@ -172,9 +184,11 @@ def on_run(settings: Settings, handle: str, action: Callable[[str], T]) -> T:
     """
     try:
         return action(handle)
-    except NotFound:
+    except (NotFound, InvalidParams) as exc:
         from codyctl import handles
 
+        if not handles.not_an_id(exc):
+            raise
         with settings.open() as client:
             run_id = handles.run_id(client, handle)
         if run_id == handle:
@@ -247,66 +261,6 @@ def control(settings: Settings, method: str, handle: str, params: dict[str, Any]
         return settings.call(method, present({"run_id": run_id, **params}))
 
     show(settings, on_run(settings, handle, act), render.state_line)
-
-
-class NextTurn(Exception):
-    def __init__(self, turn: int) -> None:
-        self.turn = turn
-
-
-def next_turn(settings: Settings, run_id: str, after_turn: int) -> int | None:
-    """Block until a turn after ``after_turn`` starts; None once the run is terminal."""
-
-    def check(event: Item) -> None:
-        turn = event.get("turn")
-        if isinstance(turn, int) and turn > after_turn:
-            raise NextTurn(turn)
-
-    try:
-        run_stream(settings, EventCursor(run_id, ["turn_started"], 0), check, follow=True)
-    except NextTurn as found:
-        return found.turn
-    return None
-
-
-def follow_logs(settings: Settings, run_id: str, stream: str, writer: ItemHandler) -> None:
-    """``logs -f`` without ``--turn``: the newest turn, then each next one, until the end."""
-    with settings.open() as client:
-        turn: int | None = client.call("run.status", {"run_id": run_id}).get("current_turn") or None
-    done = 0
-    while True:
-        if turn is None:
-            turn = next_turn(settings, run_id, done)
-            if turn is None:
-                return
-        follow_turn(settings, run_id, stream, turn, writer)
-        done, turn = turn, None
-
-
-def follow_turn(
-    settings: Settings, run_id: str, stream: str, turn: int, writer: ItemHandler
-) -> None:
-    """Follow one turn's log until that turn has really ended.
-
-    codyd may end a followed log ``turn_finished`` while the turn is still being spawned
-    (its phase is not yet ``in_turn``); the turn is over only once a later turn began, it
-    has a ``turn_completed`` event, or the run is terminal.
-    """
-    cursor = LogCursor(run_id, stream, turn)
-    while True:
-        run_stream(settings, cursor, writer, follow=True)
-        if turn_over(settings, run_id, turn):
-            return
-        time.sleep(SPAWN_POLL_S)
-
-
-def turn_over(settings: Settings, run_id: str, turn: int) -> bool:
-    with settings.open() as client:
-        snapshot = client.call("run.status", {"run_id": run_id})
-        if snapshot.get("state") in TERMINAL or snapshot.get("current_turn", 0) > turn:
-            return True
-        params = {"run_id": run_id, "after": 0, "types": ["turn_completed"]}
-        return any(event.get("turn") == turn for event in client.stream("run.events", params))
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -411,21 +365,24 @@ def start(
         report_end(settings, snapshot["run_id"])
 
 
-@command()
+@command(short_help="Show a run: state, what ends it, its last turn.")
 @click.argument("run", metavar="RUN")
 def status(settings: Settings, run: str) -> None:
     """Show a run: state, what ends it, its last turn, tests and stderr line."""
-    from codyctl import handles
-
     with settings.open() as client:
-        snapshot = handles.resolve(client, run)
-        if settings.json:
-            write_line(render.to_json(snapshot))
-            return
-        from codyctl import status as extra
+        if not settings.json:
+            from codyctl import status as report
 
-        lines = extra.extras(client, snapshot)
-    write_line(render.snapshot_text(snapshot, lines))
+            snapshot, lines = report.snapshot_and_extras(client, run)
+            write_line(render.snapshot_text(snapshot, lines))
+            return
+        try:
+            snapshot = client.call("run.status", {"run_id": run})
+        except (NotFound, InvalidParams):
+            from codyctl import handles
+
+            snapshot = handles.resolve(client, run)
+    write_line(render.to_json(snapshot))
 
 
 @command("list")
@@ -538,11 +495,10 @@ def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, foll
     stream = "stderr" if from_stderr else "stdout"
 
     def print_logs(run_id: str) -> None:
-        if follow and turn is None:
-            follow_logs(settings, run_id, stream, chunk_writer(settings))
-            return
-        if follow and turn is not None:
-            follow_turn(settings, run_id, stream, turn, chunk_writer(settings))
+        if follow:
+            from codyctl import logfollow
+
+            logfollow.follow(settings, run_id, stream, turn, chunk_writer(settings))
             return
         cursor = LogCursor(run_id, stream, turn)
         run_stream(settings, cursor, chunk_writer(settings), follow=follow)
@@ -550,7 +506,7 @@ def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, foll
     on_run(settings, run, print_logs)
 
 
-@command()
+@command(short_help="Block until RUN ends; exit 0 completed, 4 failed or cancelled.")
 @click.argument("run", metavar="RUN")
 @click.option(
     "--for",
@@ -606,44 +562,17 @@ def shutdown(settings: Settings) -> None:
 @click.option("--once", is_flag=True, help="Print one table and exit.")
 def watch(settings: Settings, interval: float, limit: int, once: bool) -> None:
     """A live, refreshing table of runs; Ctrl-C to leave. Reconnects when codyd restarts."""
+    from codyctl import watch as view
+
     try:
-        watch_loop(settings, interval, limit, once)
+        view.loop(settings, interval, limit, once)
     except KeyboardInterrupt:
         if not settings.json:
             sys.stdout.write("\n")
         sys.exit(0)
 
 
-def watch_loop(settings: Settings, interval: float, limit: int, once: bool) -> None:
-    from codyctl import watch as view
-
-    # Screen control codes only for a terminal: a pipe or a file gets plain tables.
-    clear = view.HOME_AND_CLEAR if sys.stdout.isatty() and not once else ""
-    separator = "" if clear or once else "\n"
-    backoff = Backoff(settings.timeout, None)
-    connected = False
-    while True:
-        try:
-            with settings.open() as client:
-                backoff.connected()
-                connected = True
-                while True:
-                    runs = view.snapshot(client, limit)
-                    if settings.json:
-                        write_line(view.frame_json(runs, time.time()))
-                    else:
-                        sys.stdout.write(clear + view.screen(runs, client.socket_path) + separator)
-                        sys.stdout.flush()
-                    if once:
-                        return
-                    time.sleep(interval)
-        except ConnectError as exc:
-            if not connected:
-                raise
-            backoff.pause(exc)
-
-
-@command()
+@command(short_help="Print the shell completion script for bash, zsh or fish.")
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(settings: Settings, shell: str) -> None:
     """Print the shell completion script, e.g. eval "$(codyctl completion bash)"."""
@@ -654,7 +583,7 @@ def completion(settings: Settings, shell: str) -> None:
     sys.stdout.write(complete(cli, {}, "codyctl", "_CODYCTL_COMPLETE").source() + "\n")
 
 
-@command()
+@command(short_help="Print codyctl's man page (roff).")
 def man(settings: Settings) -> None:
     """Print codyctl's man page (roff), e.g. codyctl man | man -l -."""
     from codyctl import manpage
@@ -706,6 +635,18 @@ def main() -> None:
         status = cli.main(args, "codyctl", standalone_mode=False, obj=Globals())
     except click.ClickException as exc:
         status = usage_status(exc, as_json)
+    except InvalidParams as exc:
+        # codyctl sends well-formed requests: a refused parameter is a value the user gave.
+        from codyctl.startspec import flag_for, flag_message
+
+        flag = "RUN" if exc.field == "run_id" else flag_for(exc.field)
+        message = (
+            exc.message.replace("run_id:", "RUN:", 1)
+            if flag == "RUN"
+            else flag_message(exc.field, exc.message) or exc.message
+        )
+        data = {**exc.data, "flag": flag}
+        status = report(as_json, EXIT_USAGE, exc.code, message, False, data)
     except CodydError as exc:
         status = report(
             as_json,

@@ -174,7 +174,14 @@ class Client:
         Abandoning the iterator early cancels the stream on the daemon.
         """
         self.last_stream_result = None
-        request_id = self.submit(method, params)
+        return self.items(self.submit(method, params))
+
+    def items(self, request_id: int) -> Iterator[dict[str, Any]]:
+        """Yield the items of a stream already sent with :meth:`submit` (so it can be pipelined).
+
+        Its final result lands in :attr:`last_stream_result`; abandoning the iterator early
+        cancels the stream on the daemon.
+        """
         finished = False
         try:
             while True:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from codyctl.client import Client
-from codyd.errors import NotFound, UnknownMethod
+from codyd.errors import InvalidParams, NotFound, UnknownMethod
 from codyd.protocol import MAX_LIST_LIMIT
 
 MIN_PREFIX = 8
@@ -26,6 +26,11 @@ def resolve(client: Client, handle: str) -> dict[str, Any]:
         return snapshot
     except NotFound as exc:
         missing = exc
+    except InvalidParams as exc:
+        # Not even the shape of an id ("my nightly run"): it can still be a name.
+        if exc.field != "run_id":
+            raise
+        missing = NotFound(f"no run has the id or name {handle!r}", run_id=handle)
     try:
         matches = [run for run in all_runs(client) if matches_handle(run, handle)]
     except UnknownMethod:
@@ -67,3 +72,8 @@ def all_runs(client: Client) -> list[dict[str, Any]]:
 
 def run_id(client: Client, handle: str) -> str:
     return str(resolve(client, handle)["run_id"])
+
+
+def not_an_id(exc: Exception) -> bool:
+    """Whether ``exc`` says that a handle is no run's id (so it may be a prefix or a name)."""
+    return isinstance(exc, NotFound) or (isinstance(exc, InvalidParams) and exc.field == "run_id")

@@ -18,9 +18,13 @@ EXIT_STATUSES = (
 
 
 def escape(text: str) -> str:
-    """Text safe in a roff line: backslashes doubled, a leading dot or quote guarded."""
-    text = text.replace("\\", "\\e").replace("-", "\\-")
-    return "\\&" + text if text.startswith((".", "'")) else text
+    """Text safe in roff: backslashes and dashes escaped, each paragraph one filled line."""
+    paragraphs = [" ".join(part.split()) for part in text.split("\n\n")]
+    lines = []
+    for paragraph in paragraphs:
+        line = paragraph.replace("\\", "\\e").replace("-", "\\-")
+        lines.append("\\&" + line if line.startswith((".", "'")) else line)
+    return "\n.PP\n".join(line for line in lines if line)
 
 
 def option_line(param: click.Parameter) -> tuple[str, str]:
@@ -57,7 +61,7 @@ def render(group: click.Group, prog: str, version: str) -> str:
         f".B {prog}",
         "[\\fIGLOBAL OPTIONS\\fR] \\fICOMMAND\\fR [\\fIARGS\\fR]...",
         ".SH DESCRIPTION",
-        escape(" ".join((group.help or "").split("\n\n", 1)[-1].split())),
+        escape((group.help or "").split("\n\n", 1)[-1]),
         ".SH GLOBAL OPTIONS",
     ]
     for param in group.get_params(ctx):

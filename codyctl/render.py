@@ -18,6 +18,7 @@ RUN_COLUMNS = (
     ("AGENT", "agent"),
     ("LAST ACTIVITY", "last_activity"),
 )
+_ACTIVITY_COLUMN = [key for _, key in RUN_COLUMNS].index("last_activity")
 
 
 def to_json(value: Any) -> str:
@@ -241,7 +242,11 @@ def chunk_json(chunk: Mapping[str, Any]) -> str:
 
 def run_row(run: Mapping[str, Any]) -> list[str]:
     """The ``RUN_COLUMNS`` cells of one run summary."""
-    return [_cell(key, run.get(key)) for _, key in RUN_COLUMNS]
+    cells = [_cell(key, run.get(key)) for _, key in RUN_COLUMNS]
+    if run.get("last_activity") is None:
+        # A run whose agent has printed nothing yet: its last change is its activity.
+        cells[_ACTIVITY_COLUMN] = local_time(run.get("updated_at"))
+    return cells
 
 
 def run_table(runs: Sequence[Mapping[str, Any]]) -> str:

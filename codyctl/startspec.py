@@ -19,10 +19,6 @@ import click
 
 from codyctl.follow import present
 
-# codyd.spec.DEFAULT_STOP_FILE, repeated to keep codyd.spec out of codyctl's start-up
-# (tests/test_codyctl_unit.py checks that they agree).
-DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
-
 # run.start fields (``data.field`` of invalid_params) and the flag each one comes from.
 FIELD_FLAGS = {
     "workspace": "WORKSPACE",
@@ -42,6 +38,13 @@ FIELD_FLAGS = {
     "watch_logs": "--watch-log",
     "stall_timeout_s": "--stall-timeout",
     "turn_timeout_s": "--turn-timeout",
+    # The parameters of the other commands' requests.
+    "reason": "--reason",
+    "limit": "--limit",
+    "states": "--state",
+    "after": "--after",
+    "types": "--type",
+    "turn": "--turn",
 }
 
 
@@ -50,7 +53,7 @@ def flag_for(field: str) -> str | None:
     if field in FIELD_FLAGS:
         return FIELD_FLAGS[field]
     head = field.split(".", 1)[0]
-    if head in ("context_files", "watch_logs", "env", "labels", "command"):
+    if head in ("context_files", "watch_logs", "env", "labels", "command", "states", "types"):
         return FIELD_FLAGS[head]
     return None
 

@@ -7,31 +7,73 @@ the last line the agent wrote on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from codyctl import render
 from codyctl.client import Client
+from codyd.errors import InvalidParams, NotFound
 
 RECENT_OUTPUT_EVENTS = 200
+LAST_OF_TYPES = ("turn_completed", "test_run_completed")
 Extras = list[tuple[str, str | None]]
 
 
-def extras(client: Client, snapshot: Mapping[str, Any]) -> Extras:
-    """The extra ``status`` lines for one run."""
-    run_id = snapshot["run_id"]
-    found: dict[str, dict[str, Any]] = {}
-    kinds = ["run_queued", "turn_completed", "test_run_completed"]
-    for event in client.stream("run.events", {"run_id": run_id, "after": 0, "types": kinds}):
-        found[event["type"]] = event
+def snapshot_and_extras(client: Client, handle: str) -> tuple[dict[str, Any], Extras]:
+    """The run ``handle`` names and its extra ``status`` lines.
+
+    For an exact id the snapshot and the events are asked for together, in one round trip.
+    """
+    status_request = client.submit("run.status", {"run_id": handle})
+    events_request = client.submit("run.events", events_params(handle))
+    try:
+        snapshot: dict[str, Any] = client.result(status_request)
+    except (NotFound, InvalidParams) as exc:
+        from codyctl import handles
+
+        if not handles.not_an_id(exc):
+            raise
+        with contextlib.suppress(NotFound, InvalidParams):
+            list(client.items(events_request))
+
+        snapshot = handles.resolve(client, handle)
+        events_request = client.submit("run.events", events_params(snapshot["run_id"]))
+    stderr_request = client.submit("run.events", stderr_params(snapshot))
+    found = {event["type"]: event for event in client.items(events_request)}
+    return snapshot, extras(client, snapshot, found, stderr_request)
+
+
+def events_params(run_id: str) -> dict[str, Any]:
+    return {"run_id": run_id, "after": 0, "types": ["run_queued", *LAST_OF_TYPES]}
+
+
+def stderr_params(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """The recent output events, where the last stderr line of an ``ok`` turn is found."""
+    last_seq = snapshot.get("last_seq")
+    after = max(0, last_seq - RECENT_OUTPUT_EVENTS) if isinstance(last_seq, int) else 0
+    return {"run_id": snapshot["run_id"], "after": after, "types": ["subprocess_output"]}
+
+
+def extras(
+    client: Client, snapshot: Mapping[str, Any], found: Mapping[str, Any], stderr_request: int
+) -> Extras:
+    """The extra lines, from the run's first event, its last of ``LAST_OF_TYPES`` and its
+    recent output (the answer to ``stderr_request``)."""
     spec = (found.get("run_queued") or {}).get("data", {}).get("spec") or {}
     last_turn = found.get("turn_completed")
+    recent_stderr = None
+    for event in client.items(stderr_request):
+        data = event.get("data") or {}
+        if data.get("stream") == "stderr":
+            recent_stderr = _last_line(data.get("text")) or recent_stderr
+    failed_tail = _last_line(((last_turn or {}).get("data") or {}).get("stderr_tail"))
     return [
         ("watches", watched(spec, str(snapshot.get("workspace") or ""))),
         ("last turn", turn_text(last_turn)),
         ("last tests", tests_text(found.get("test_run_completed"))),
-        ("last stderr", last_stderr(client, snapshot, last_turn)),
+        ("last stderr", failed_tail or recent_stderr),
     ]
 
 
@@ -72,29 +114,6 @@ def tests_text(event: Mapping[str, Any] | None) -> str | None:
     counts = ", ".join(f"{data.get(key, 0)} {key}" for key in ("passed", "failed", "skipped"))
     runner = f" ({data['runner']})" if data.get("runner") else ""
     return f"{counts}{runner} in turn {event.get('turn')}"
-
-
-def last_stderr(
-    client: Client, snapshot: Mapping[str, Any], last_turn: Mapping[str, Any] | None
-) -> str | None:
-    """The last non-blank stderr line: the failed turn's tail, else the recent output events."""
-    tail = ((last_turn or {}).get("data") or {}).get("stderr_tail")
-    line = _last_line(tail)
-    if line:
-        return line
-    last_seq = snapshot.get("last_seq")
-    if not isinstance(last_seq, int) or last_seq <= 0:
-        return None
-    params = {
-        "run_id": snapshot["run_id"],
-        "after": max(0, last_seq - RECENT_OUTPUT_EVENTS),
-        "types": ["subprocess_output"],
-    }
-    for event in client.stream("run.events", params):
-        data = event.get("data") or {}
-        if data.get("stream") == "stderr":
-            line = _last_line(data.get("text")) or line
-    return line
 
 
 def _last_line(text: Any) -> str | None:

@@ -8,12 +8,14 @@ each refresh is written as plain text after a blank line, with no control codes.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from codyctl import render
-from codyctl.client import Client
+from codyctl.client import Client, ConnectError
+from codyctl.follow import Backoff, Settings
 from codyctl.render import MISSING, to_json
 
 HOME_AND_CLEAR = "\x1b[H\x1b[2J"
@@ -55,3 +57,31 @@ def screen(runs: Sequence[Mapping[str, Any]], socket_path: str) -> str:
 
 def frame_json(runs: Sequence[Mapping[str, Any]], now: float) -> str:
     return to_json({"time": now, "runs": list(runs)})
+
+
+def loop(settings: Settings, interval: float, limit: int, once: bool) -> None:
+    """Draw the table every ``interval`` seconds; after a lost daemon, reconnect and go on."""
+    # Screen control codes only for a terminal: a pipe or a file gets plain tables.
+    clear = HOME_AND_CLEAR if sys.stdout.isatty() and not once else ""
+    separator = "" if clear or once else "\n"
+    backoff = Backoff(settings.timeout, None)
+    connected = False
+    while True:
+        try:
+            with settings.open() as client:
+                backoff.connected()
+                connected = True
+                while True:
+                    runs = snapshot(client, limit)
+                    if settings.json:
+                        sys.stdout.write(frame_json(runs, time.time()) + "\n")
+                    else:
+                        sys.stdout.write(clear + screen(runs, client.socket_path) + separator)
+                    sys.stdout.flush()
+                    if once:
+                        return
+                    time.sleep(interval)
+        except ConnectError as exc:
+            if not connected:
+                raise
+            backoff.pause(exc)

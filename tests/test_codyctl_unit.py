@@ -51,6 +51,9 @@ COMMANDS = [
     "info",
     "ping",
     "shutdown",
+    "watch",
+    "completion",
+    "man",
 ]
 SNAPSHOT: dict[str, Any] = {
     "run_id": "r1",
@@ -846,3 +849,34 @@ def test_codyctl_looks_where_codyd_listens(
         monkeypatch.setenv(name, value)
     assert default_socket_path() == str(daemon_default(env))
     assert default_socket_path().startswith("/")
+
+
+def test_the_stop_file_default_is_codyds() -> None:
+    """codyctl repeats codyd's default stop file (to stay light); the two must agree."""
+    from codyctl import cli
+    from codyd.spec import DEFAULT_STOP_FILE
+
+    assert cli.DEFAULT_STOP_FILE == DEFAULT_STOP_FILE
+
+
+@pytest.mark.parametrize(
+    ("field", "message", "expected"),
+    [
+        ("max_turns", "max_turns: expected an int", "--max-turns: expected an int"),
+        ("completion.stop_file", "completion.stop_file: bad", "--stop-file: bad"),
+        ("context_files.1", "context_files.1: outside", "--context-file #2: outside"),
+        ("env.A", "env.A: bad", "--env A: bad"),
+        ("command", "command: expected a non-empty list", None),
+        ("budget.max_tokens", "budget.max_tokens: bad", None),
+    ],
+)
+def test_protocol_fields_are_reworded_as_flags(
+    field: str, message: str, expected: str | None
+) -> None:
+    from codyctl.startspec import flag_message
+
+    reworded = flag_message(field, message)
+    if field == "command":
+        assert reworded is not None and reworded.startswith("give the agent's command after `--`")
+    else:
+        assert reworded == expected

@@ -375,3 +375,33 @@ def test_man_page_covers_every_command() -> None:
     for command in ("start", "status", "list", "tail", "logs", "wait", "watch", "completion"):
         assert f".SS {command} " in page or f".SS {command}\n" in page
     assert "\\-\\-max\\-turns" in page and ".SH EXIT STATUS" in page
+
+
+def test_relative_prompt_and_context_files_are_relative_to_the_current_directory(
+    daemon: Daemon,
+) -> None:
+    """``--prompt-file ws/P.md`` from the workspace's parent means that file, not ws/ws/P.md."""
+    ws = daemon.workspace()
+    (ws / "P.md").write_text("the prompt")
+    (ws / "notes.md").write_text("notes")
+    args = ["start", "ws", "--prompt-file", "ws/P.md", "--context-file", "ws/notes.md"]
+    result = codyctl(daemon, *args, "--max-turns", "1", "--", *agent("printer"), cwd=daemon.root)
+    spec = spec_of(daemon, ok(result).strip())
+    assert spec["prompt_file"] == str(ws / "P.md")
+    assert spec["context_files"] == [str(ws / "notes.md")]
+    missing = codyctl(
+        daemon, "start", "ws", "--prompt-file", "ws/nope.md", "--", "true", cwd=daemon.root
+    )
+    assert missing.returncode == 2
+    assert f"no file at {daemon.root}/ws/nope.md or {ws}/ws/nope.md" in missing.stderr
+
+
+def test_a_name_that_is_no_id_shape_still_names_its_run(daemon: Daemon) -> None:
+    """``--name "nightly fix"`` (not a valid id) works as RUN; a miss is not_found, exit 1."""
+    run_id = start(daemon, "--name", "nightly fix", "--max-turns", "1")
+    assert ok(codyctl(daemon, "wait", "nightly fix")) == f"{run_id} completed\n"
+    assert json.loads(ok(codyctl(daemon, "status", "nightly fix", "--json")))["run_id"] == run_id
+    assert ok(codyctl(daemon, "status", "nightly fix")).startswith("run:")
+    missing = codyctl(daemon, "status", "nightly fox")
+    assert missing.returncode == 1
+    assert "not_found: no run has the id or name 'nightly fox'" in missing.stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from codyctl.client import Client
+
 from conftest import short_tempdir, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +88,7 @@ def test_readme_quick_start_and_ralph_loop_work_as_written(sandbox: Path) -> Non
         XDG_RUNTIME_DIR=str(runtime),
         # Reuse the machine's pip cache: the README's install is what is tested, not the network.
         PIP_CACHE_DIR=os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip")),
-        DEMO_TURN_SECONDS="0.2",
+        DEMO_TURN_SECONDS="2",  # long enough to steer the first run before it ends
     )
     reason = registry_unreachable(env, sandbox / "probe")
     if reason is not None:
