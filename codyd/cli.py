@@ -57,17 +57,19 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     from codyd.daemon import serve as serve_daemon
     from codyd.logging import configure
     from codyd.runs.procs import become_subreaper
-    from codyd.server import StartupError
+    from codyd.server import StartupError, refuse_if_listening
     from codyd.store import StoreUnusable, StoreVersionError
 
     configure(config.log_format, config.log_level)
     import structlog
 
     log = structlog.get_logger("codyd")
-    log.info("starting", version=__version__, config=config.summary())
+    # One key per setting: readable in the console renderer, queryable in the JSON one.
+    log.info("starting", version=__version__, **config.summary())
     tune_collector()
     raise_open_files_limit()
     try:
+        refuse_if_listening(config.socket)
         with lock_state_dir(config.state_dir):
             become_subreaper()
             trio.run(serve_daemon, config)

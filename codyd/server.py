@@ -27,6 +27,7 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -52,6 +53,9 @@ STREAM_METHODS = frozenset({"run.events", "run.logs"})
 # Methods that never wait on anything: served inline, in order, by the connection's reader.
 INSTANT_METHODS = frozenset({"daemon.ping", "daemon.hello", "daemon.info", "rpc.cancel"})
 RECEIVE_BYTES = 65536
+# Error codes that say the daemon could not do what was asked, logged at warning; every
+# other refused request is the client's mistake, logged at info.
+DAEMON_SIDE_CODES = frozenset({"internal", "overloaded", "shutting_down"})
 # accept() failures that mean "no room now": the process or system is out of
 # descriptors, or the kernel out of buffers. Accepting pauses, from the first
 # pause doubling up to the last while the trouble lasts.
@@ -235,7 +239,7 @@ class Connection:
             try:
                 messages = decoder.feed(data)
             except CodydError as exc:
-                log.warning(
+                log.info(
                     "protocol error; closing connection",
                     code=exc.code,
                     error=exc.message,
@@ -297,9 +301,10 @@ class Connection:
             return result_response(request.id, await self.server.dispatch(call))
         except CodydError as exc:
             if exc.code != "trimmed":
-                log.warning(
-                    "request failed", method=request.method, code=exc.code, error=exc.message
-                )
+                # A client's mistake (a bad param, a run that is not there) is no trouble
+                # of the daemon's: info. What the daemon could not do is a warning.
+                report = log.warning if exc.code in DAEMON_SIDE_CODES else log.info
+                report("request failed", method=request.method, code=exc.code, error=exc.message)
             return error_response(request.id, exc.to_wire())
         except Exception as exc:
             if _holds_peer_gone(exc):
@@ -308,6 +313,29 @@ class Connection:
             return error_response(
                 request.id, Internal("internal error; see the daemon log").to_wire()
             )
+
+
+def refuse_if_listening(path: Path) -> None:
+    """Raise :class:`StartupError` naming the pid of a daemon that answers on ``path``.
+
+    ``codyd serve`` asks this before it touches its state directory, so a second
+    daemon started by mistake leaves no store behind; binding asks again.
+    """
+    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        pid, _, _ = struct.unpack(
+            "3i",
+            probe.getsockopt(stdsocket.SOL_SOCKET, stdsocket.SO_PEERCRED, struct.calcsize("3i")),
+        )
+    except OSError:
+        return  # nobody listens there (a stale socket file, or none at all)
+    finally:
+        probe.close()
+    raise StartupError(
+        f"another codyd (pid {pid}) is listening on {path}; "
+        "stop it, or give this one another --socket"
+    )
 
 
 class Server:
@@ -356,15 +384,8 @@ class Server:
                 raise StartupError(
                     f"{self.path} exists and is not a socket; refusing to replace it"
                 )
-            probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
-            try:
-                probe.connect(str(self.path))
-            except OSError:
-                self.path.unlink()  # a stale socket from a daemon that died
-            else:
-                raise StartupError(f"another daemon is listening on {self.path}")
-            finally:
-                probe.close()
+            refuse_if_listening(self.path)
+            self.path.unlink()  # a stale socket from a daemon that died
 
     def bind(self) -> None:
         """Claim the socket path and listen; fails fast, before any run is touched.

@@ -6,6 +6,8 @@ import itertools
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -371,6 +373,38 @@ def test_state_dir_is_exclusive(daemon: Daemon, daemon_factory) -> None:
     assert other.returncode == 1
     assert "in use by another codyd" in other.stderr
     assert daemon.call("daemon.ping")["pong"] is True
+
+
+def test_second_daemon_on_the_same_socket_refuses_before_touching_its_state_dir(
+    daemon: Daemon,
+) -> None:
+    """A second codyd on a busy socket exits 1 naming the pid that listens, with no store made."""
+    fresh = daemon.root / "other-state"
+    other = subprocess.run(
+        [sys.executable, "-m", "codyd", "serve", "--state-dir", str(fresh),
+         "--socket", str(daemon.socket)],
+        capture_output=True, text=True, timeout=20,
+    )  # fmt: skip
+    assert daemon.proc is not None
+    assert other.returncode == 1
+    assert f"codyd: another codyd (pid {daemon.proc.pid}) is listening on {daemon.socket}" in (
+        other.stderr
+    )
+    assert not fresh.exists()
+    assert daemon.call("daemon.ping")["pong"] is True
+
+
+def test_start_up_log_gives_each_setting_its_own_key(daemon: Daemon) -> None:
+    """The start-up summary is one structured event: a key per setting, secrets hidden."""
+    starting = next(
+        json.loads(line)
+        for line in daemon.log().splitlines()
+        if line.startswith("{") and json.loads(line).get("event") == "starting"
+    )
+    assert starting["state_dir"] == str(daemon.state_dir)
+    assert starting["socket"] == str(daemon.socket)
+    assert starting["max_active_runs"] == 64
+    assert "config" not in starting
 
 
 def test_unknown_run_is_not_found(daemon: Daemon) -> None:

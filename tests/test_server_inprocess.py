@@ -21,6 +21,7 @@ import trio
 import trio.testing
 
 from codyd.config import load_config
+from codyd.errors import NotFound, Overloaded
 from codyd.protocol import FrameDecoder, pack
 from codyd.server import Call, Peer, Server
 
@@ -46,6 +47,10 @@ class Methods:
             return {"value": object()}  # fails in the encoder, outside the request's guard
         if method == "endless":
             return await self._endless(call)
+        if method == "missing":
+            raise NotFound("no run 'x'")
+        if method == "busy":
+            raise Overloaded("the store cannot write")
         raise AssertionError(f"unexpected method {method}")
 
     async def _endless(self, call: Call) -> Any:
@@ -316,3 +321,21 @@ async def test_out_of_descriptors_in_accept_answers_overloaded_then_recovers(
     events = [entry["event"] for entry in logs]
     assert events.count("cannot accept connections; answering overloaded and pausing") == 1
     assert "accepting connections again" in events
+
+
+async def test_client_mistakes_are_logged_at_info_daemon_failures_at_warning(
+    server: Server,
+) -> None:
+    """A request refused for the client's own mistake is info; one the daemon failed is a warning."""
+
+    async def peer(p: Peer_) -> None:
+        for request_id, method in enumerate(("missing", "busy"), start=1):
+            await p.send(request_id, method)
+            frame = await p.receive()
+            assert frame is not None and "error" in frame
+        await p.stream.aclose()
+
+    with structlog.testing.capture_logs() as logs:
+        await serve_one(server, trio.testing.memory_stream_pair, peer)
+    levels = {e["code"]: e["log_level"] for e in logs if e["event"] == "request failed"}
+    assert levels == {"not_found": "info", "overloaded": "warning"}
