@@ -586,9 +586,25 @@ def completion(settings: Settings, shell: str) -> None:
 @command(short_help="Print codyctl's man page (roff).")
 def man(settings: Settings) -> None:
     """Print codyctl's man page (roff), e.g. codyctl man | man -l -."""
-    from codyctl import manpage
+    from codyd import manpage
 
-    sys.stdout.write(manpage.render(cli, "codyctl", codyd.__version__))
+    page = manpage.Page(
+        prog="codyctl",
+        version=codyd.__version__,
+        exit_statuses=(
+            ("0", "success"),
+            ("1", "the daemon answered with an error"),
+            ("2", "usage error, including a flag value the daemon refused"),
+            ("3", "the daemon cannot be reached"),
+            ("4", "a waited-for run ended failed or cancelled"),
+            ("5", "wait --for (or --timeout) expired"),
+            ("130", "interrupted"),
+        ),
+        environment=(("CODYD_SOCKET", "The daemon socket when --socket is not given."),),
+        see_also="codyd(1); docs/codyctl.md in the codyd source.",
+        global_options=frozenset({"socket", "json", "timeout"}),
+    )
+    sys.stdout.write(manpage.render(cli, page))
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -34,7 +34,12 @@ def _load(config_file: Path | None, flags: dict[str, Any]) -> Any:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="codyd", message="%(prog)s %(version)s")
 def main() -> None:
-    """codyd: a supervisor daemon for autonomous coding agents."""
+    """The supervisor daemon for autonomous coding agents.
+
+    codyd drives agent CLIs (OpenAI Codex CLI, Claude Code, or any command) turn after
+    turn in their workspaces, records every event in its store (and, when configured,
+    in Redis Streams), and answers codyctl and other clients on its Unix socket.
+    """
 
 
 @main.command()
@@ -129,3 +134,31 @@ def check_config(config_file: Path | None) -> None:
     """Validate the configuration and print it as JSON."""
     config = _load(config_file, {})
     click.echo(json.dumps(config.summary(), indent=2, default=str))
+
+
+@main.command()
+def man() -> None:
+    """Print codyd's man page (roff), e.g. codyd man | man -l -."""
+    from codyd import manpage
+
+    page = manpage.Page(
+        prog="codyd",
+        version=__version__,
+        exit_statuses=(
+            ("0", "the daemon stopped gracefully (SIGTERM, SIGINT or daemon.shutdown)"),
+            ("1", "it could not start (socket or state directory busy, store unusable)"),
+            ("2", "invalid configuration or usage"),
+        ),
+        environment=(
+            ("CODYD_CONFIG", "The TOML configuration file when --config is not given."),
+            (
+                "CODYD_<KEY>",
+                "Any configuration key, nested keys joined by __ "
+                "(CODYD_AGENTS__CODEX__BIN); over the file, under the flags.",
+            ),
+            ("RUNTIME_DIRECTORY, XDG_RUNTIME_DIR", "Where the socket goes by default."),
+            ("STATE_DIRECTORY, XDG_STATE_HOME", "Where the state directory goes by default."),
+        ),
+        see_also="codyctl(1); docs/configuration.md and docs/operations.md in the codyd source.",
+    )
+    sys.stdout.write(manpage.render(main, page))

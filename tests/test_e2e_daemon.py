@@ -251,3 +251,15 @@ def test_logs_tell_a_runs_story(daemon: Daemon, tmp_path: Path) -> None:
     completed = next(line for line in story if line["event"] == "turn completed")
     assert completed["outcome"] == "aborted"
     assert all({"timestamp", "level", "event"} <= set(line) for line in lines)
+
+
+def test_codyd_man_page_covers_its_commands_and_options() -> None:
+    """codyd man prints a roff page made from its own click definitions."""
+    result = codyd_cmd("man")
+    assert result.returncode == 0, result.stderr
+    page = result.stdout
+    assert page.startswith(".TH CODYD 1 ")
+    for command in ("serve", "check\\-config", "man"):
+        assert f".SS {command} [OPTIONS]" in page
+    assert "\\-\\-state\\-dir" in page and "\\-\\-redis\\-url" in page
+    assert ".SH EXIT STATUS" in page and "CODYD_CONFIG" in page

@@ -1,20 +1,30 @@
-"""codyctl's man page, written in roff from the click definitions so that it cannot drift."""
+"""Man pages of codyd and codyctl, written in roff from their click definitions.
+
+Both commands print theirs (``codyd man``, ``codyctl man``): made from the same
+definitions that parse the command line, a page cannot drift from the program. Plain
+click only, no trio: codyctl imports it.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import click
 
-EXIT_STATUSES = (
-    ("0", "success"),
-    ("1", "the daemon answered with an error"),
-    ("2", "usage error, including a flag value the daemon refused"),
-    ("3", "the daemon cannot be reached"),
-    ("4", "a waited-for run ended failed or cancelled"),
-    ("5", "wait --for (or --timeout) expired"),
-    ("130", "interrupted"),
-)
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What a page says beyond its commands and options."""
+
+    prog: str
+    version: str
+    exit_statuses: Sequence[tuple[str, str]]
+    environment: Sequence[tuple[str, str]]
+    see_also: str
+    # Global options shown once under GLOBAL OPTIONS, not again under each command.
+    global_options: frozenset[str] = frozenset()
 
 
 def escape(text: str) -> str:
@@ -37,24 +47,25 @@ def option_line(param: click.Parameter) -> tuple[str, str]:
     return names, help_text
 
 
-def command_section(ctx: click.Context, name: str, command: click.Command) -> list[str]:
+def command_section(ctx: click.Context, name: str, command: click.Command, page: Page) -> list[str]:
     sub = click.Context(command, info_name=name, parent=ctx)
     usage = " ".join(command.collect_usage_pieces(sub))
     lines = [".SS " + escape(f"{name} {usage}"), escape(command.help or "")]
     for param in command.get_params(sub):
-        if isinstance(param, click.Option) and param.name not in ("help", "socket", "json"):
-            if param.name == "timeout" and name != "wait":
+        if isinstance(param, click.Option) and param.name != "help":
+            if param.name in page.global_options:
                 continue
             names, help_text = option_line(param)
             lines += [".TP", f".B {escape(names)}", escape(help_text)]
     return lines
 
 
-def render(group: click.Group, prog: str, version: str) -> str:
+def render(group: click.Group, page: Page) -> str:
+    prog = page.prog
     ctx = click.Context(group, info_name=prog)
     date = time.strftime("%Y-%m-%d")
     lines = [
-        f'.TH {prog.upper()} 1 "{date}" "{prog} {version}" "User Commands"',
+        f'.TH {prog.upper()} 1 "{date}" "{prog} {page.version}" "User Commands"',
         ".SH NAME",
         f"{prog} \\- {escape((group.help or '').splitlines()[0])}",
         ".SH SYNOPSIS",
@@ -72,16 +83,12 @@ def render(group: click.Group, prog: str, version: str) -> str:
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
         if command is not None:
-            lines += command_section(ctx, name, command)
+            lines += command_section(ctx, name, command, page)
     lines.append(".SH EXIT STATUS")
-    for status, meaning in EXIT_STATUSES:
+    for status, meaning in page.exit_statuses:
         lines += [".TP", f".B {status}", escape(meaning)]
-    lines += [
-        ".SH ENVIRONMENT",
-        ".TP",
-        ".B CODYD_SOCKET",
-        "The daemon socket when --socket is not given.",
-        ".SH SEE ALSO",
-        "codyd(1); docs/codyctl.md in the codyd source.",
-    ]
+    lines.append(".SH ENVIRONMENT")
+    for variable, meaning in page.environment:
+        lines += [".TP", f".B {escape(variable)}", escape(meaning)]
+    lines += [".SH SEE ALSO", escape(page.see_also)]
     return "\n".join(lines) + "\n"
