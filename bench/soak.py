@@ -519,19 +519,37 @@ class RunCheck:
         return not (self.seq_gaps or self.turn_mismatches or self.redis_problem)
 
 
+# A turn that never spawned a process (its prompt could not be built, the spawn failed, or
+# a stop came first) has its turn_completed and no turn_started (docs/events.md): its
+# outcome says so, with no exit code.
+UNSPAWNED_OUTCOMES = frozenset({"spawn_failed", "interrupted", "aborted", "error"})
+
+
 def turn_mismatches(events: list[dict[str, Any]]) -> list[str]:
+    """Turns that break "one turn_completed per turn, after at most one turn_started"."""
     started: Counter[int] = Counter()
-    completed: Counter[int] = Counter()
+    completed: dict[int, list[dict[str, Any]]] = {}
     for event in events:
         if event["type"] == "turn_started":
             started[event["turn"]] += 1
         elif event["type"] == "turn_completed":
-            completed[event["turn"]] += 1
-    return [
-        f"turn {turn}: {started[turn]} turn_started, {completed[turn]} turn_completed"
-        for turn in sorted(set(started) | set(completed))
-        if started[turn] != 1 or completed[turn] != 1
-    ]
+            completed.setdefault(event["turn"], []).append(event["data"])
+    problems = []
+    for turn in sorted(set(started) | set(completed)):
+        ends = completed.get(turn, [])
+        unspawned_ok = (
+            started[turn] == 0
+            and len(ends) == 1
+            and ends[0]["outcome"] in UNSPAWNED_OUTCOMES
+            and ends[0]["exit_code"] is None
+        )
+        if not unspawned_ok and (started[turn] != 1 or len(ends) != 1):
+            outcomes = ", ".join(end["outcome"] for end in ends) or "none"
+            problems.append(
+                f"turn {turn}: {started[turn]} turn_started, {len(ends)} turn_completed "
+                f"({outcomes})"
+            )
+    return problems
 
 
 def redis_problem(events: list[dict[str, Any]], entries: list[Any]) -> str | None:
@@ -770,7 +788,7 @@ def invariant_rows(
             sum(1 for c in checks if c.seq_gaps),
         ),
         row(
-            "runs with a turn_started without exactly one turn_completed",
+            "runs with a turn not ended by exactly one turn_completed",
             sum(1 for c in checks if c.turn_mismatches),
         ),
         row(
