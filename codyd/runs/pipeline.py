@@ -65,6 +65,7 @@ class OutputLine:
 
 
 Processor = Callable[[OutputLine], "OutputLine | None"]
+NOT_PARSED = Parsed()  # a line no adapter read (yet): nothing consumed, no text
 
 
 class Redactor:
@@ -366,9 +367,6 @@ class OutputPipeline:
             item = processor(item)
             if item is None:
                 return
-
-
-NOT_PARSED = Parsed()  # a line no adapter read (yet): nothing consumed, no text
 
 
 @dataclass(slots=True)
