@@ -6,21 +6,20 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import trio
 
 from codyd import __version__
+from codyd.config import Config
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
 from codyd.runs.record import RunRecord
 from codyd.runs.state import Phase, State
+from codyd.runs.supervisor import Supervisor
 from codyd.server import OUT_OF_DESCRIPTORS, Call
 from codyd.store import Store
-
-if TYPE_CHECKING:
-    from codyd.daemon import Daemon
 
 LOG_CHUNK = 65536
 STATE_NAMES = frozenset(state.value for state in State)
@@ -89,8 +88,21 @@ MUTATING_METHODS = frozenset({"run.start", "run.pause", "run.resume", "run.cance
 # -- the methods --------------------------------------------------------------------------------
 
 
+class DaemonView(Protocol):
+    """What the methods use of the daemon that serves them (:class:`codyd.daemon.Daemon`)."""
+
+    config: Config
+    store: Store
+    supervisor: Supervisor
+    stopping: bool  # shutting down: streams end
+
+    def info(self) -> dict[str, Any]: ...
+
+    def request_shutdown(self, reason: str) -> None: ...
+
+
 class Methods:
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.daemon = daemon
         self.supervisor = daemon.supervisor
         self.store = daemon.store

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from codyd.agents.base import Adapter, Parsed
 from codyd.protocol import pack, unpack_body
+from codyd.runs.pipeline import OutputSettings, Redactor, TurnOutput
 
 Shapes = dict[str, dict[str, tuple[type, ...]]]
 Event = tuple[str, dict[str, Any]]
@@ -19,17 +21,38 @@ Event = tuple[str, dict[str, Any]]
 DATA = Path(__file__).parent / "data"
 
 
+@dataclass
+class Notes:
+    """What the output pipeline may note on its run (a RunRecord's fields of that name)."""
+
+    sentinel_tests: bool = False
+    completion_detected: bool = False
+    completion_reason: str | None = None
+    completion_line: str | None = None
+    session_id: str | None = None
+    usage_baseline: dict[str, Any] | None = None
+
+
 def replay(adapter: Adapter, lines: list[str]) -> list[Event]:
-    """Every event of the lines, with each new session id as `session_started`, like the run driver."""
+    """Every event the run's output pipeline makes of the lines as stdout (each one consumed)."""
     events: list[Event] = []
-    session: str | None = None
+    settings = OutputSettings(
+        agent=adapter.name, completion_pattern=None, session_totals=False, max_line_bytes=1 << 20
+    )
+    output = TurnOutput(
+        adapter,
+        settings,
+        Notes(),
+        Redactor((), lambda type_, data: events.append((type_, data))),
+        append_output=lambda data: events.append(("subprocess_output", data)),
+        save=lambda: None,
+        requested_session=None,
+    )
     for text in lines:
-        parsed = adapter.parse_stdout(text)
-        assert parsed.consumed, text
-        if parsed.session_id is not None and parsed.session_id != session:
-            session = parsed.session_id
-            events.append(("session_started", {"session_id": session}))
-        events += parsed.events
+        output.feed("stdout", text.encode() + b"\n")
+        assert not output.pump.has_pending(), text  # shown as output: the adapter left it
+    output.feed("stdout", b"")
+    output.test_summaries.flush()
     return events
 
 

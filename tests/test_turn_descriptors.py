@@ -58,7 +58,7 @@ def run_turn(plan: TurnPlan, free: int | None = None) -> tuple[TurnResult, list[
     started: list[int] = []
     hooks = TurnHooks(
         on_started=lambda pid, ticks: started.append(pid),
-        on_line=lambda *args: None,
+        on_output=lambda *args: None,
         on_activity=lambda: None,
         on_event=lambda type_, data: None,
     )

@@ -36,7 +36,7 @@ def make_turn(tmp_path: Path, argv: list[str], sigkill_delay_s: float = 1.0) -> 
     )  # fmt: skip
     hooks = TurnHooks(
         on_started=lambda pid, ticks: seen["pids"].append(pid),
-        on_line=lambda *args: None,
+        on_output=lambda *args: None,
         on_activity=lambda: None,
         on_event=lambda type_, data: seen["events"].append((type_, data)),
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from codyd.runs.output import LineSplitter
 from codyd.runs.turn import Turn, TurnHooks, TurnPlan, agent_environment
 
 PRINTS = "import sys, time\nwhile True:\n    print('x' * 1023, flush=True); time.sleep(0.005)\n"
@@ -36,8 +37,10 @@ def test_output_waiting_in_the_pipe_is_no_stall(tmp_path: Path) -> None:
             held[0] = True
             await trio.sleep(3.0)  # the reader is held up three stall timeouts long
 
-    def on_line(stream: str, raw: bytes, split: bool) -> None:
-        lines[0] += 1
+    splitter = LineSplitter(plan.max_line_bytes)
+
+    def on_output(stream: str, data: bytes) -> None:
+        lines[0] += len(splitter.feed(data))
         if lines[0] > 400:
             turn.request_stop("aborted")  # well past the hold-up: enough
 
@@ -45,7 +48,7 @@ def test_output_waiting_in_the_pipe_is_no_stall(tmp_path: Path) -> None:
         plan,
         TurnHooks(
             on_started=lambda pid, ticks: None,
-            on_line=on_line,
+            on_output=on_output,
             on_activity=lambda: None,
             on_event=lambda type_, data: events.append((type_, data)),
             backpressure=backpressure,

@@ -1,1 +1,1 @@
-"""Runs: their state machine, records, supervisor and turns."""
+"""Runs: their state machine, records, supervisor, drivers, turns, output and verdicts."""

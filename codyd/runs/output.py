@@ -109,6 +109,11 @@ class LineSplitter:
         self.max_line_bytes = max_line_bytes
         self._partial = bytearray()
 
+    @property
+    def pending(self) -> int:
+        """Bytes held back: the start of a line whose end has not come yet."""
+        return len(self._partial)
+
     def feed(self, data: bytes) -> list[Line]:
         if self._partial:
             data = bytes(self._partial) + data

@@ -11,6 +11,11 @@ import msgpack
 from codyd.runs.state import TERMINAL, Phase, State
 from codyd.spec import RunSpec
 
+# Turn outcomes that count as failures (toward max_consecutive_failures, with backoff).
+FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
+# Not counted toward max_turns: the daemon ended the turn, or no agent ran (SPEC 2.1).
+UNCOUNTED_OUTCOMES = frozenset({"interrupted", "lost", "spawn_failed"})
+
 
 @dataclass(slots=True)
 class Tokens:

@@ -56,8 +56,6 @@ class Supervisor:
         )
         self.queue: deque[str] = deque()
         self.shutting_down = False
-        self.pause_reasons: dict[str, str | None] = {}
-        self.cancel_reasons: dict[str, str | None] = {}
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
         self._all_done.set()
@@ -217,7 +215,7 @@ class Supervisor:
 
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
-        driver = RunDriver(self, record)
+        driver = RunDriver(record, self.store, self.leases, self.config, self.turn_dir)
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(self._drive, driver)
@@ -247,9 +245,9 @@ class Supervisor:
                 driver.park()
             except Exception:
                 log.exception("cannot save the run as its driver ends", run_id=run_id)
-            self.driver_done(driver)
+            self._driver_done(driver)
 
-    def driver_done(self, driver: RunDriver) -> None:
+    def _driver_done(self, driver: RunDriver) -> None:
         self.drivers.pop(driver.record.run_id, None)
         if self._nursery is not None and not self.shutting_down:
             self._nursery.start_soon(self.leases.release, driver.record.run_id)
@@ -284,12 +282,12 @@ class Supervisor:
             if record.state is State.CANCELLING:
                 raise InvalidState(f"run {record.run_id!r} is being cancelled", state="cancelling")
             return record.snapshot()
-        self.pause_reasons[record.run_id] = reason
         driver = self.drivers.get(record.run_id)
         self._control(record, "pause", reason, source)
         if record.state is State.QUEUED or driver is None:
             self._pause_now(record, reason)
         elif record.phase is Phase.IN_TURN:
+            driver.pausing(reason)
             self.store.compare_and_set(
                 record, {State.RUNNING}, State.PAUSING, ("run_pausing", {"reason": reason})
             )
@@ -372,8 +370,7 @@ class Supervisor:
                 phase=Phase.IDLE,
             )
         else:
-            self.cancel_reasons[record.run_id] = reason
-            driver.stop_turn("aborted")
+            driver.cancel(reason)
         return await self._answer(record)
 
     # -- recovery ---------------------------------------------------------------------------------

@@ -23,8 +23,10 @@ import structlog
 import trio
 
 from codyd.runs import procs
-from codyd.runs.output import CappedLog, LineSplitter
+from codyd.runs.output import CappedLog
+from codyd.runs.prompt import BuiltPrompt, PromptError, build_prompt
 from codyd.runs.spawn import AgentProcess, Started, spawn
+from codyd.spec import RunSpec
 
 log = structlog.get_logger("codyd.turn")
 
@@ -90,7 +92,8 @@ class TurnHooks:
     """How a turn talks back to its run: every callback runs in the trio thread."""
 
     on_started: Callable[[int, int | None], None]  # pid, its start ticks
-    on_line: Callable[[str, bytes, bool], None]
+    # Bytes read from a stream, as read; b"" once the stream has ended.
+    on_output: Callable[[str, bytes], None]
     on_activity: Callable[[], None]
     on_event: Callable[[str, dict[str, Any]], None]
     backpressure: Callable[[], Awaitable[None]] | None = None
@@ -260,7 +263,6 @@ class Turn:
                 await stdin.aclose()
 
     async def _read(self, stream: str, pipe: trio.abc.ReceiveStream, sink: CappedLog) -> None:
-        splitter = LineSplitter(self.plan.max_line_bytes)
         keep_tail = stream == "stderr"
         try:
             while True:
@@ -273,13 +275,11 @@ class Turn:
                 if keep_tail:
                     self._stderr_tail += data
                     del self._stderr_tail[:-STDERR_TAIL_BYTES]
-                for line in splitter.feed(data):
-                    self.hooks.on_line(stream, line.text, line.split)
+                self.hooks.on_output(stream, data)
                 if self.hooks.backpressure is not None:
                     await self.hooks.backpressure()
         finally:
-            for line in splitter.flush():
-                self.hooks.on_line(stream, line.text, line.split)
+            self.hooks.on_output(stream, b"")
 
     async def _watchdog(self, proc: AgentProcess) -> None:
         """Stop the turn on timeout, stall or request.
@@ -387,3 +387,31 @@ def read_pid_file(path: Path) -> tuple[int, int | None] | None:
         return int(lines[0]), (int(lines[1]) if len(lines) > 1 else None)
     except (OSError, ValueError, IndexError):
         return None
+
+
+def read_prompt(spec: RunSpec) -> BuiltPrompt | TurnResult:
+    """The turn's prompt, or how the turn ends without one (blocking: in a worker thread).
+
+    A workspace that is gone fails the run at once, like a missing binary: no
+    later turn could run in it.
+    """
+    if not os.path.isdir(spec.workspace):
+        message = workspace_gone(spec.workspace)
+        return TurnResult("spawn_failed", None, 0, error_message=message, fatal=True)
+    try:
+        return build_prompt(spec)
+    except PromptError as exc:
+        return TurnResult("error", None, 0, error_message=str(exc))
+
+
+def turn_completed_data(outcome: str, error_message: str | None) -> dict[str, Any]:
+    """A ``turn_completed`` event's data, the counts left at zero."""
+    return {
+        "outcome": outcome,
+        "exit_code": None,
+        "duration_ms": 0,
+        "tokens": {"input": 0, "output": 0, "cached": 0},
+        "cost_usd": 0.0,
+        "stderr_tail": None,
+        "error": None if error_message is None else {"code": outcome, "message": error_message},
+    }

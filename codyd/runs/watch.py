@@ -1,10 +1,12 @@
-"""Watched log files: growth of a workspace file becomes ``log_updated`` (SPEC 2.6)."""
+"""Workspace files codyd looks at: watched logs (``log_updated``, SPEC 2.6), the stop file."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+from codyd.spec import RunSpec
 
 TAIL_BYTES = 1024
 
@@ -56,3 +58,15 @@ def _tail(path: Path, start: int, end: int) -> str:
 
 def watched_files(workspace: str, names: tuple[str, ...]) -> dict[str, Path]:
     return {os.path.normpath(name): Path(workspace) / name for name in names}
+
+
+def stop_file_present(spec: RunSpec, created_at: float) -> bool:
+    """``completion.stop_file`` exists and was not left there before the run was created."""
+    name = spec.completion.stop_file
+    if name is None:
+        return False
+    try:
+        mtime = spec.resolve(name).stat().st_mtime
+    except OSError:
+        return False
+    return mtime >= created_at - 1.0

@@ -1,0 +1,169 @@
+"""How a run goes on after a turn or before the next: the pure verdict (SPEC 2.1, 2.2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from codyd.runs.record import RunRecord
+from codyd.runs.state import State
+from codyd.runs.turn import TurnResult
+from codyd.runs.verdict import (
+    MAX_BACKOFF_S,
+    Action,
+    RunError,
+    RunView,
+    Verdict,
+    after_turn,
+    before_turn,
+)
+from codyd.spec import RunSpec, parse_run_spec
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> RunSpec:
+    return parse_run_spec(
+        {
+            "workspace": str(tmp_path),
+            "agent": "claude",
+            "prompt": "go",
+            "max_turns": 3,
+            "max_consecutive_failures": 2,
+            "retry_backoff_s": 4,
+            "budget": {"max_cost_usd": 1.0, "max_tokens": 1000, "max_duration_s": 60},
+        }
+    )
+
+
+def view(**changes: Any) -> RunView:
+    base = RunView(
+        state=State.RUNNING,
+        current_turn=1,
+        uncounted_turns=0,
+        consecutive_failures=0,
+        completion_detected=False,
+        completion_reason=None,
+        cost_usd=0.0,
+        tokens=0,
+        run_seconds=1.0,
+        stop_file=False,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def after(run: RunView, spec: RunSpec, outcome: str = "ok", **result: Any) -> Verdict:
+    flags = {k: result.pop(k) for k in ("interrupted", "lease_lost") if k in result}
+    turn = TurnResult(outcome, result.pop("exit_code", 0), 5, **result)
+    return after_turn(
+        run,
+        spec,
+        turn,
+        interrupted=flags.get("interrupted", False),
+        lease_lost=flags.get("lease_lost", False),
+    )
+
+
+def test_a_good_turn_goes_on(spec: RunSpec) -> None:
+    """An ok turn under every limit: the next turn starts now."""
+    assert after(view(), spec) == Verdict(Action.GO_ON)
+    assert before_turn(view(current_turn=0), spec) == Verdict(Action.GO_ON)
+
+
+def test_interrupted_and_lost_runs_decide_nothing(spec: RunSpec) -> None:
+    """A stopping daemon records an interruption; a lost lease or a left state just stops."""
+    assert after(view(), spec, "interrupted").action is Action.INTERRUPTED
+    assert after(view(completion_detected=True), spec, interrupted=True).action is (
+        Action.INTERRUPTED
+    )
+    assert after(view(stop_file=True), spec, lease_lost=True) == Verdict(Action.STOP)
+    assert after(view(state=State.PAUSING, stop_file=True), spec) == Verdict(Action.STOP)
+    assert Verdict(Action.STOP).stops and not Verdict(Action.BACK_OFF).stops
+
+
+def test_a_binary_that_cannot_run_fails_whatever_else_holds(spec: RunSpec) -> None:
+    """fatal spawn_failed beats a completion: no retry can fix it."""
+    verdict = after(
+        view(completion_detected=True, completion_reason="pattern"),
+        spec,
+        "spawn_failed",
+        exit_code=None,
+        error_message="no such file: claude",
+        fatal=True,
+    )
+    assert verdict == Verdict(
+        Action.FAIL, error=RunError("spawn_failed", "no such file: claude", retryable=False)
+    )
+
+
+def test_the_agents_done_beats_a_failure_count(spec: RunSpec) -> None:
+    """Stop file or pattern completes the run even on its last allowed failure."""
+    stopped = view(consecutive_failures=2, stop_file=True)
+    assert after(stopped, spec, "error", exit_code=1) == Verdict(
+        Action.COMPLETE, reason="stop_file"
+    )
+    detected = view(consecutive_failures=2, completion_detected=True)
+    assert after(detected, spec, "error").reason == "pattern"  # no reason recorded: a pattern
+    named = view(completion_detected=True, completion_reason="stop_file", stop_file=False)
+    assert after(named, spec).reason == "stop_file"
+
+
+def test_too_many_failures_beat_max_turns(spec: RunSpec) -> None:
+    """The last allowed failure fails the run with the turn's outcome, even at max_turns."""
+    verdict = after(view(current_turn=3, consecutive_failures=2), spec, "timed_out", exit_code=None)
+    assert verdict == Verdict(
+        Action.FAIL, error=RunError("timed_out", "turn 3 ended timed_out", retryable=True)
+    )
+    with_code = after(view(consecutive_failures=2), spec, "error", exit_code=3)
+    assert with_code.error is not None
+    assert with_code.error.message == "turn 1 ended error (exit code 3)"
+    told = after(view(consecutive_failures=2), spec, "error", exit_code=3, error_message="boom")
+    assert told.error == RunError("error", "boom", retryable=True)
+
+
+def test_max_turns_counts_only_counted_turns(spec: RunSpec) -> None:
+    """Turns the daemon ended or that never ran do not count toward max_turns."""
+    assert after(view(current_turn=3), spec) == Verdict(Action.COMPLETE, reason="max_turns")
+    assert after(view(current_turn=3, uncounted_turns=1), spec) == Verdict(Action.GO_ON)
+    assert before_turn(view(current_turn=3), spec).reason == "max_turns"
+
+
+def test_budgets_fail_the_run(spec: RunSpec) -> None:
+    """Cost, tokens and running time each fail the run with budget_exceeded, not retryable."""
+    cost = before_turn(view(cost_usd=1.0), spec)
+    assert cost.action is Action.FAIL and cost.error is not None
+    assert cost.error.code == "budget_exceeded" and not cost.error.retryable
+    assert cost.error.message == "cost 1.0000 USD reached budget.max_cost_usd=1.0"
+    tokens = after(view(tokens=1000), spec)
+    assert tokens.error is not None
+    assert tokens.error.message == "1000 tokens reached budget.max_tokens=1000"
+    duration = after(view(run_seconds=60.0), spec)
+    assert duration.error is not None
+    assert duration.error.message == "run time reached budget.max_duration_s=60.0"
+    assert after(view(current_turn=3, cost_usd=5.0), spec).action is Action.COMPLETE
+
+
+def test_a_failure_below_the_limit_backs_off_doubling(spec: RunSpec) -> None:
+    """Each consecutive failure doubles the wait, up to MAX_BACKOFF_S."""
+    assert after(view(consecutive_failures=1), spec, "error") == Verdict(
+        Action.BACK_OFF, delay_s=4.0
+    )
+    # An aborted turn is no failure, yet earlier failures still hold the next turn back.
+    assert after(view(consecutive_failures=1), spec, "aborted").delay_s == 4.0
+    many = dataclasses.replace(spec, max_consecutive_failures=50)
+    assert after(view(consecutive_failures=3), many, "error").delay_s == 16.0
+    assert after(view(consecutive_failures=20), many, "error").delay_s == MAX_BACKOFF_S
+
+
+def test_view_of_a_record(spec: RunSpec) -> None:
+    """The view reads the record's counts and the facts the driver gathered."""
+    record = RunRecord(spec=spec, node="n", created_at=time.time(), state=State.RUNNING)
+    record.current_turn, record.consecutive_failures = 2, 1
+    record.stats.cost_usd = 0.5
+    seen = RunView.of(record, run_seconds=7.0, stop_file=True)
+    assert (seen.current_turn, seen.consecutive_failures, seen.cost_usd) == (2, 1, 0.5)
+    assert seen.run_seconds == 7.0 and seen.stop_file
+    assert RunError("c", "m", True).to_wire() == {"code": "c", "message": "m", "retryable": True}
