@@ -22,6 +22,7 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from codyd import paths
+from codyd.errors import StartupFailure
 
 ENV_PREFIX = "CODYD_"
 CONFIG_ENV_VAR = "CODYD_CONFIG"
@@ -33,7 +34,7 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 NODE_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
-class ConfigError(Exception):
+class ConfigError(StartupFailure):
     """The configuration is unusable; the text names the key, the problem and its source.
 
     One error may carry several problems (``problems``), one a line: every key is checked

@@ -34,7 +34,14 @@ import structlog
 import trio
 
 from codyd.config import Config
-from codyd.errors import CodydError, FrameTooLarge, Internal, Overloaded, Unauthorized
+from codyd.errors import (
+    CodydError,
+    FrameTooLarge,
+    Internal,
+    Overloaded,
+    StartupError,
+    Unauthorized,
+)
 from codyd.protocol import (
     FrameDecoder,
     Request,
@@ -71,10 +78,6 @@ ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno
 # sixteenth of the open-files limit, at least 8 (see descriptor_ceiling).
 FD_HEADROOM_MIN = 8
 FD_HEADROOM_SHARE = 16
-
-
-class StartupError(Exception):
-    """The server cannot start (socket path taken, group unknown); codyd exits 1."""
 
 
 class PeerGone(Exception):

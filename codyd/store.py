@@ -26,7 +26,7 @@ import msgpack
 import structlog
 import trio
 
-from codyd.errors import InvalidState, Overloaded
+from codyd.errors import InvalidState, Overloaded, StartupFailure
 from codyd.events import EVENT_TYPES, Event
 from codyd.runs.record import RunRecord
 from codyd.runs.state import TERMINAL, State, can_transition
@@ -92,11 +92,11 @@ IDENTITY_CHECK_S = 1.0
 CLOSE_FLUSH_S = 2.0
 
 
-class StoreVersionError(Exception):
+class StoreVersionError(StartupFailure):
     """The store on disk was written by a newer codyd."""
 
 
-class StoreUnusable(Exception):
+class StoreUnusable(StartupFailure):
     """The store cannot be opened for writing at start-up: codyd must not touch any run."""
 
 
