@@ -1,4 +1,7 @@
-"""The ``codyd`` command: ``serve``, ``check-config``, ``--version`` (SPEC 6)."""
+"""The ``codyd`` command: ``serve``, ``check-config``, ``--version``.
+
+How to run it: docs/operations.md §1; its configuration: docs/configuration.md.
+"""
 
 from __future__ import annotations
 

@@ -151,12 +151,12 @@ def redact_url(url: str) -> str:
 
 
 def default_socket_path(env: Mapping[str, str]) -> Path:
-    """The socket path of SPEC 6.1 for this environment."""
+    """The socket path of docs/configuration.md "Default paths" for this environment."""
     return Path(paths.default_socket_path(env))
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
-    """The state directory of SPEC 6.1 for this environment."""
+    """The state directory of docs/configuration.md "Default paths" for this environment."""
     if state := paths.first_path(env.get("STATE_DIRECTORY")):
         return Path(state)
     if xdg := paths.xdg_dir(env, "XDG_STATE_HOME"):
@@ -332,7 +332,8 @@ _TABLES: frozenset[KeyPath] = frozenset(
     | {("agents", name) for name in AGENT_NAMES}
 )
 _DEFAULTS = "defaults"
-# Run-spec defaults whose environment values are plain strings (SPEC 2.1).
+# Run-spec defaults whose environment values are plain strings
+# (docs/configuration.md, "Environment variables").
 _VERBATIM_DEFAULTS: frozenset[KeyPath] = frozenset(
     {("agent",), ("model",), ("completion", "stop_file"), ("completion", "pattern")}
 )

@@ -1,4 +1,4 @@
-"""The methods of the socket protocol (SPEC 3.1): parameter checks and dispatch."""
+"""The methods of the socket protocol (docs/protocol.md §5): parameter checks and dispatch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The socket server: Unix stream socket, framing, peer credentials, limits (SPEC 3, 6.2).
+"""The socket server: Unix stream socket, framing, peer credentials, limits.
+
+The wire side is docs/protocol.md: transport §1, framing §2, messages §3, limits §7.
 
 Each connection has one reader (frames in), request tasks (one per request, so
 responses may go out of order) and a send lock so frames never interleave.

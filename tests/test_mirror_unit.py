@@ -63,7 +63,7 @@ def redis_py_packed(*commands: tuple[Any, ...]) -> bytes:
 
 
 def test_keys_follow_the_prefix() -> None:
-    """Every key name of SPEC 4 starts with the configured prefix."""
+    """Every key name of docs/redis.md "Keys" starts with the configured prefix."""
     assert KEYS.events == "p:events"
     assert KEYS.runs == "p:runs"
     assert KEYS.run_events("a") == "p:run:a:events"
@@ -180,7 +180,7 @@ def test_meta_of_a_fresh_run(tmp_path: Path) -> None:
 
 
 def test_meta_of_a_failed_run(tmp_path: Path) -> None:
-    """Totals, error fields and times of a finished run are flattened as SPEC 4 lists them."""
+    """Totals, error fields and times of a finished run are flattened as docs/redis.md "Run meta" lists them."""
     record = make_record(tmp_path)
     record.state = State.FAILED
     record.stats.tokens.input, record.stats.tokens.output, record.stats.tokens.cached = 100, 20, 50

@@ -1,6 +1,6 @@
 """The Claude Code adapter: ``claude -p --output-format stream-json --verbose``.
 
-What each stdout line becomes (SPEC 2.5, 2.6):
+What each stdout line becomes (docs/agents.md §3.3, docs/events.md §11.2):
 
 * ``system`` / ``init`` reports the session id; other system subtypes are consumed.
 * ``assistant`` lines (one per content block): a ``text`` block → ``message``; a

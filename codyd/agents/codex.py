@@ -1,6 +1,6 @@
 """The OpenAI Codex CLI adapter: ``codex exec --json``, one JSON event per stdout line.
 
-What each line becomes (SPEC 2.5, 2.6):
+What each line becomes (docs/agents.md §3.2, docs/events.md §11.1):
 
 * ``thread.started`` reports the session id (``thread_id``).
 * ``item.completed`` items, each acted on once per item id: ``agent_message`` (older builds:

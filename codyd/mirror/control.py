@@ -1,4 +1,6 @@
-"""Control written into Redis by others: ``{p}run:{id}:ctl`` entries applied as RPC calls (SPEC 4).
+"""Control written into Redis by others: ``{p}run:{id}:ctl`` entries applied as RPC calls.
+
+The entries and their fields: docs/redis.md, "Control through Redis".
 
 Each non-terminal run's ctl stream is read from a cursor kept in the store
 (``ctl.<run_id>``, ``0-0`` for a run never read). A valid entry is applied through

@@ -57,7 +57,7 @@ MARKED_KEY = "mirror.marked"
 BATCH_EVENTS = 1000
 # Most run metas written in one batch; runs left over are written by the next one.
 BATCH_METAS = 500
-# ctl streams are polled this often (applied within 1 s, SPEC 4).
+# ctl streams are polled this often (applied within 1 s: docs/redis.md "Control through Redis").
 CONTROL_POLL_S = 0.25
 # Every run's meta is compared with its record this often; live runs on every batch.
 META_SCAN_S = 1.0

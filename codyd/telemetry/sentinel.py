@@ -1,4 +1,6 @@
-"""Sentinel lines: one-line JSON objects through which any agent reports telemetry (SPEC 2.6).
+"""Sentinel lines: one-line JSON objects through which any agent reports telemetry.
+
+The rules and the allowed types: docs/events.md §6.
 
 A sentinel is a whole output line that, once ANSI codes and surrounding whitespace are
 removed, is a JSON object with a top-level ``__cody_event__`` object carrying a string
