@@ -27,8 +27,8 @@ from codyd.runs.turn import (
 )
 from codyd.runs.watch import LogWatcher, watched_files
 from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.runner_summary import TestSummaryDetector
 from codyd.telemetry.sentinel import parse_sentinel
-from codyd.telemetry.test_summary import TestSummaryDetector
 
 if TYPE_CHECKING:
     from codyd.runs.supervisor import Supervisor
