@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import trio
 
 from codyd import __version__
+from codyd.checks import MAX_INT64, is_int_in
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
@@ -39,12 +40,12 @@ def allow_only(params: Mapping[str, Any], *names: str) -> None:
 
 
 def opt_int(
-    params: Mapping[str, Any], name: str, minimum: int = 0, maximum: int = 2**63 - 1
+    params: Mapping[str, Any], name: str, minimum: int = 0, maximum: int = MAX_INT64
 ) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+    if not is_int_in(value, minimum, maximum):
         raise InvalidParams(name, f"expected an integer from {minimum} to {maximum}, got {value!r}")
     return value
 

@@ -27,9 +27,9 @@ from codyd.mirror.control import ControlRequest, InvalidControl, parse_control
 from codyd.mirror.fields import (
     data_json,
     event_fields,
+    hash_text,
     heartbeat_fields,
     meta_fields,
-    text,
     unix_ms,
 )
 from codyd.mirror.keys import Keys
@@ -78,9 +78,9 @@ def test_times_are_integer_milliseconds() -> None:
     assert unix_ms(None) is None
 
 
-def test_text_renders_absent_values_and_booleans() -> None:
+def test_hash_text_renders_absent_values_and_booleans() -> None:
     """None is empty, booleans are true/false, numbers are decimal text."""
-    assert [text(None), text(True), text(False), text(3), text(0.25)] == [
+    assert [hash_text(None), hash_text(True), hash_text(False), hash_text(3), hash_text(0.25)] == [
         "",
         "true",
         "false",

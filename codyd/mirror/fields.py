@@ -23,7 +23,7 @@ def unix_ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
 
-def text(value: Any) -> str:
+def hash_text(value: Any) -> str:
     """One scalar as hash text: None is empty, booleans are true/false, floats round-trip."""
     if value is None:
         return ""
@@ -117,7 +117,7 @@ def meta_fields(summary: Mapping[str, Any]) -> dict[str, str]:
         "node": summary["node"],
         "lastSeq": summary["last_seq"],
     }
-    return {name: text(value) for name, value in fields.items()}
+    return {name: hash_text(value) for name, value in fields.items()}
 
 
 def heartbeat_fields(
