@@ -57,6 +57,13 @@ def is_str_list(value: Any) -> bool:
     return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
 
 
+def is_str_map(value: Any) -> bool:
+    """A map (as the wire decodes one) from strings to strings."""
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    )
+
+
 def is_absolute_path(value: Any) -> bool:
     """A string that is an absolute path."""
     return isinstance(value, str) and os.path.isabs(value)

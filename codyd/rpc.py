@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import trio
 
 from codyd import __version__
-from codyd.checks import MAX_INT64, is_int_in
+from codyd.checks import MAX_INT64, is_int_in, is_str_map
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
@@ -179,9 +179,7 @@ class Methods:
         allow_only(params, "states", "labels", "limit", "cursor")
         states = set(opt_str_list(params, "states", STATE_NAMES))
         labels = params.get("labels") or {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
+        if not is_str_map(labels):
             raise InvalidParams("labels", "expected a map of strings to strings")
         limit = opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 100
         cursor = opt_str(params, "cursor")

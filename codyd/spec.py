@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codyd.checks import MAX_INT64, clip_printable, finite_float, is_int_in
+from codyd.checks import MAX_INT64, clip_printable, finite_float, is_absolute_path, is_int_in
 from codyd.errors import InvalidParams
 from codyd.protocol import AGENTS
 from codyd.redact import redact_argv
@@ -529,7 +529,7 @@ def check_inside_resolved(root: str, relative: str, field: str) -> Path:
 
 def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
     expected = "an absolute path of an existing directory"
-    if not os.path.isabs(value):
+    if not is_absolute_path(value):
         raise _refuse("workspace", expected, value)
     try:
         real = os.path.realpath(value)

@@ -15,6 +15,7 @@ from codyd.checks import (
     is_number,
     is_number_above,
     is_str_list,
+    is_str_map,
 )
 
 
@@ -58,6 +59,8 @@ def test_strings_lists_and_paths() -> None:
     """A list of strings holds strings only; an absolute path is a string starting at /."""
     assert is_str_list(["a", ""]) and is_str_list(()) and not is_str_list(["a", 1])
     assert not is_str_list("ab") and not is_str_list({"a": "b"})
+    assert is_str_map({"a": "b"}) and is_str_map({})
+    assert not is_str_map({"a": 1}) and not is_str_map({1: "a"}) and not is_str_map([("a", "b")])
     assert is_absolute_path("/srv") and not is_absolute_path("srv") and not is_absolute_path(1)
 
 
