@@ -144,7 +144,7 @@ def _clean_text(text: str) -> str:
     return _SURROGATE_RE.sub("\ufffd", text)
 
 
-def _describe(value: Any) -> str:
+def _json_kind(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, int | float):
@@ -162,7 +162,7 @@ def _count(fields: dict[str, Any], *names: str) -> int:
         if name in fields:
             value = fields[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise _InvalidField(f"{name}: expected an integer >= 0, got {_describe(value)}")
+                raise _InvalidField(f"{name}: expected an integer >= 0, got {_json_kind(value)}")
             return value
     return 0
 
@@ -175,7 +175,7 @@ def _text(fields: dict[str, Any], name: str, default: str | None = None) -> str:
         return default
     value = fields[name]
     if not isinstance(value, str):
-        raise _InvalidField(f"{name}: expected a string, got {_describe(value)}")
+        raise _InvalidField(f"{name}: expected a string, got {_json_kind(value)}")
     return value
 
 
@@ -229,7 +229,7 @@ def _cost(fields: dict[str, Any]) -> dict[str, Any]:
         or not math.isfinite(usd)
         or usd < 0
     ):
-        raise _InvalidField(f"usd: expected a number >= 0, got {_describe(usd)}")
+        raise _InvalidField(f"usd: expected a number >= 0, got {_json_kind(usd)}")
     return {"usd": float(usd)}
 
 
