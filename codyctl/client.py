@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any
 
 from codyd import paths
-from codyd.errors import ERROR_CLASSES, CodydError
+from codyd.errors import CodydError, error_from_wire
 from codyd.protocol import FrameDecoder, pack
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -68,23 +68,6 @@ def start_hint(socket_path: str) -> str:
     import shlex
 
     return f"codyd serve --socket {shlex.quote(socket_path)}"
-
-
-def error_from_wire(error: Any) -> CodydError:
-    """Rebuild the exception an error response describes; unknown codes keep their code."""
-    if not isinstance(error, dict):
-        error = {"code": "internal", "message": f"malformed error response: {error!r}"}
-    code = str(error.get("code", "internal"))
-    message = str(error.get("message", ""))
-    raw_data = error.get("data")
-    data = (
-        {str(key): value for key, value in raw_data.items()} if isinstance(raw_data, dict) else {}
-    )
-    cls = ERROR_CLASSES.get(code)
-    if cls is None:
-        retryable = bool(error.get("retryable", False))
-        cls = type("CodydError", (CodydError,), {"code": code, "retryable": retryable})
-    return cls.from_wire(message, data)
 
 
 class Client:

@@ -1,4 +1,7 @@
-"""The ``codyd`` command: ``serve``, ``check-config``, ``--version`` (SPEC 6)."""
+"""The ``codyd`` command: ``serve``, ``check-config``, ``--version``.
+
+How to run it: docs/operations.md §1; its configuration: docs/configuration.md.
+"""
 
 from __future__ import annotations
 
@@ -58,12 +61,11 @@ def serve(config_file: Path | None, **flags: Any) -> None:
 
     import trio
 
-    from codyd.daemon import StateDirBusy, StateDirUnusable, lock_state_dir
+    from codyd.daemon import lock_state_dir
     from codyd.daemon import serve as serve_daemon
     from codyd.logging import configure
     from codyd.runs.procs import become_subreaper
-    from codyd.server import StartupError, refuse_if_listening
-    from codyd.store import StoreUnusable, StoreVersionError
+    from codyd.server import refuse_if_listening
 
     configure(config.log_format, config.log_level)
     import structlog
@@ -79,9 +81,7 @@ def serve(config_file: Path | None, **flags: Any) -> None:
             become_subreaper()
             trio.run(serve_daemon, config)
     except BaseException as exc:
-        known = _startup_error(
-            exc, (StateDirBusy, StateDirUnusable, StoreVersionError, StoreUnusable, StartupError)
-        )
+        known = _startup_failure(exc)
         if known is None:
             raise
         log.error(str(known))
@@ -116,13 +116,15 @@ def tune_collector() -> None:
     gc.freeze()
 
 
-def _startup_error(exc: BaseException, kinds: tuple[type[Exception], ...]) -> Exception | None:
-    """The start-up error inside ``exc`` (trio wraps errors of its tasks in groups)."""
-    if isinstance(exc, kinds):
+def _startup_failure(exc: BaseException) -> Exception | None:
+    """The start-up failure inside ``exc`` (trio wraps errors of its tasks in groups)."""
+    from codyd.errors import StartupFailure
+
+    if isinstance(exc, StartupFailure):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _startup_error(inner, kinds)
+            found = _startup_failure(inner)
             if found is not None:
                 return found
     return None

@@ -8,8 +8,6 @@ where it came from.
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 import tomllib
@@ -22,6 +20,8 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from codyd import paths
+from codyd.checks import closest_name, is_absolute_path, is_int, is_int_in, is_number_above
+from codyd.errors import StartupFailure
 
 ENV_PREFIX = "CODYD_"
 CONFIG_ENV_VAR = "CODYD_CONFIG"
@@ -33,7 +33,7 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 NODE_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 
 
-class ConfigError(Exception):
+class ConfigError(StartupFailure):
     """The configuration is unusable; the text names the key, the problem and its source.
 
     One error may carry several problems (``problems``), one a line: every key is checked
@@ -45,29 +45,163 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+# --- checks: each returns the typed value or raises _Mismatch saying what was expected ---
+
+
+class _Mismatch(Exception):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+Check = Callable[[Any], Any]
+
+
+def _integer(low: int, high: int | None = None) -> Check:
+    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+
+    def check(value: Any) -> int:
+        if not is_int_in(value, low, high):
+            raise _Mismatch(expected)
+        return int(value)
+
+    return check
+
+
+def _number(low: float, *, above: bool) -> Check:
+    expected = f"a number {'>' if above else '>='} {low:g}"
+
+    def check(value: Any) -> float:
+        if not is_number_above(value, low, inclusive=not above):
+            raise _Mismatch(expected)
+        return float(value)
+
+    return check
+
+
+def _choice(*options: str, fold_case: bool = False) -> Check:
+    expected = "one of " + ", ".join(repr(option) for option in options)
+
+    def check(value: Any) -> str:
+        if isinstance(value, str) and (value.lower() if fold_case else value) in options:
+            return value.lower() if fold_case else value
+        raise _Mismatch(expected)
+
+    return check
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Mismatch("a string")
+    return value
+
+
+def _nonempty(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _Mismatch("a non-empty string")
+    return value
+
+
+def _path(value: Any) -> Path:
+    return Path(_nonempty(value))
+
+
+def _absolute_path(value: Any) -> Path:
+    if not is_absolute_path(value):
+        raise _Mismatch("an absolute path")
+    return Path(value)
+
+
+def _node(value: Any) -> str:
+    if not isinstance(value, str) or not NODE_PATTERN.fullmatch(value):
+        raise _Mismatch("a non-empty name of letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _group(value: Any) -> str | int:
+    if isinstance(value, str) and value:
+        return value
+    if is_int(value) and value >= 0:
+        return int(value)
+    raise _Mismatch("a group name or a gid >= 0")
+
+
+def _socket_mode(value: Any) -> int:
+    expected = 'a permission mode up to 0777: an octal string like "0660" or an integer'
+    if isinstance(value, str) and re.fullmatch(r"(0o)?[0-7]{1,4}", value):
+        value = int(value.removeprefix("0o"), 8)
+    if not is_int(value) or not 0 <= value <= 0o777:
+        raise _Mismatch(expected)
+    return int(value)
+
+
+def _redis_url(value: Any) -> str | None:
+    if value == "":
+        return None  # lets the environment or a flag switch off a Redis set in the file
+    if not isinstance(value, str) or not value.startswith(REDIS_URL_SCHEMES):
+        raise _Mismatch("a URL starting with " + ", ".join(REDIS_URL_SCHEMES))
+    from redis.connection import parse_url
+
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError:
+        raise _Mismatch("a URL redis can parse (host, port, database)") from None
+    return value
+
+
+def _list_of(item: Check, expected: str) -> Check:
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise _Mismatch(expected)
+        try:
+            return tuple(item(element) for element in value)
+        except _Mismatch:
+            raise _Mismatch(expected) from None
+
+    return check
+
+
+def _setting(check: Check, *, verbatim: bool = False) -> dict[str, Any]:
+    """The metadata of a checked setting: ``verbatim`` takes an environment value as is.
+
+    A string-typed setting's environment value is the string itself; any other is read as
+    a TOML value (``CODYD_MAX_CONNECTIONS=64`` is the integer 64).
+    """
+    return {"check": check, "verbatim": verbatim}
+
+
+def _table(cls: type[Any]) -> dict[str, Any]:
+    """The metadata of a setting that is a TOML table of the dataclass ``cls``."""
+    return {"table": cls}
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     """How to start one agent CLI and how it reports token usage."""
 
-    bin: str
-    args: tuple[str, ...] = ()
-    usage: Literal["per_turn", "session_total"] = "per_turn"
+    bin: str = field(metadata=_setting(_nonempty, verbatim=True))
+    args: tuple[str, ...] = field(
+        default=(), metadata=_setting(_list_of(_string, "a list of strings"))
+    )
+    usage: Literal["per_turn", "session_total"] = field(
+        default="per_turn", metadata=_setting(_choice("per_turn", "session_total"), verbatim=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class EventRetention:
     """How many events the store keeps."""
 
-    max_runs: int = 1000
-    max_events_per_run: int = 100_000
+    max_runs: int = field(default=1000, metadata=_setting(_integer(1)))
+    max_events_per_run: int = field(default=100_000, metadata=_setting(_integer(1)))
 
 
 @dataclass(frozen=True, slots=True)
 class RedisMaxlen:
     """Approximate caps of the mirrored Redis streams (``global`` in TOML)."""
 
-    run: int = 10_000
-    global_: int = 100_000
+    run: int = field(default=10_000, metadata=_setting(_integer(1)))
+    global_: int = field(default=100_000, metadata=_setting(_integer(1)))
 
 
 def default_node() -> str:
@@ -85,34 +219,53 @@ def _no_defaults() -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """The daemon's settings, validated."""
+    """The daemon's settings, validated; each field's metadata says how it is checked."""
 
-    socket: Path
-    state_dir: Path
-    socket_mode: int = 0o660
-    socket_group: str | int | None = None
-    redis_url: str | None = None
-    key_prefix: str = "codi:api:"
-    node: str = field(default_factory=default_node)
-    log_format: Literal["json", "console"] | None = None
-    log_level: str = "info"
-    heartbeat_s: float = 5.0
-    lease_ttl_s: float = 30.0
-    keepalive_s: float = 15.0
-    max_frame_bytes: int = 4 * 1024 * 1024
-    max_connections: int = 256
-    max_active_runs: int = 64
-    max_turn_log_bytes: int = 64 * 1024 * 1024
-    max_line_bytes: int = 1024 * 1024
-    event_retention: EventRetention = EventRetention()
-    redis_maxlen: RedisMaxlen = RedisMaxlen()
-    mirror_groups: tuple[str, ...] = ()
-    shutdown_flush_s: float = 5.0
-    allowed_uids: tuple[int, ...] = ()
-    allowed_groups: tuple[str | int, ...] = ()
-    workspace_roots: tuple[Path, ...] = ()
-    agents: Mapping[str, AgentConfig] = field(default_factory=_default_agents)
-    defaults: Mapping[str, Any] = field(default_factory=_no_defaults)
+    socket: Path = field(metadata=_setting(_path, verbatim=True))
+    state_dir: Path = field(metadata=_setting(_path, verbatim=True))
+    socket_mode: int = field(default=0o660, metadata=_setting(_socket_mode))
+    socket_group: str | int | None = field(default=None, metadata=_setting(_group))
+    redis_url: str | None = field(default=None, metadata=_setting(_redis_url, verbatim=True))
+    key_prefix: str = field(default="codi:api:", metadata=_setting(_string, verbatim=True))
+    node: str = field(default_factory=default_node, metadata=_setting(_node, verbatim=True))
+    log_format: Literal["json", "console"] | None = field(
+        default=None, metadata=_setting(_choice("json", "console"), verbatim=True)
+    )
+    log_level: str = field(
+        default="info", metadata=_setting(_choice(*LOG_LEVELS, fold_case=True), verbatim=True)
+    )
+    heartbeat_s: float = field(default=5.0, metadata=_setting(_number(0, above=True)))
+    lease_ttl_s: float = field(default=30.0, metadata=_setting(_number(0, above=True)))
+    keepalive_s: float = field(default=15.0, metadata=_setting(_number(0, above=True)))
+    max_frame_bytes: int = field(  # the frame header is 4 bytes
+        default=4 * 1024 * 1024, metadata=_setting(_integer(1024, 2**32 - 1))
+    )
+    max_connections: int = field(default=256, metadata=_setting(_integer(1)))
+    max_active_runs: int = field(default=64, metadata=_setting(_integer(1)))
+    max_turn_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_setting(_integer(1024)))
+    max_line_bytes: int = field(default=1024 * 1024, metadata=_setting(_integer(256)))
+    event_retention: EventRetention = field(
+        default=EventRetention(), metadata=_table(EventRetention)
+    )
+    redis_maxlen: RedisMaxlen = field(default=RedisMaxlen(), metadata=_table(RedisMaxlen))
+    mirror_groups: tuple[str, ...] = field(
+        default=(), metadata=_setting(_list_of(_nonempty, "a list of non-empty strings"))
+    )
+    shutdown_flush_s: float = field(default=5.0, metadata=_setting(_number(0, above=False)))
+    allowed_uids: tuple[int, ...] = field(
+        default=(), metadata=_setting(_list_of(_integer(0), "a list of uids (integers >= 0)"))
+    )
+    allowed_groups: tuple[str | int, ...] = field(
+        default=(), metadata=_setting(_list_of(_group, "a list of group names or gids"))
+    )
+    workspace_roots: tuple[Path, ...] = field(
+        default=(), metadata=_setting(_list_of(_absolute_path, "a list of absolute paths"))
+    )
+    # One table per agent name (agents.codex, agents.claude), each an AgentConfig.
+    agents: Mapping[str, AgentConfig] = field(
+        default_factory=_default_agents, metadata=_table(AgentConfig) | {"per_agent": True}
+    )
+    defaults: Mapping[str, Any] = field(default_factory=_no_defaults)  # checked by codyd.spec
 
     def summary(self) -> dict[str, Any]:
         """Every key as plain JSON-ready values, for the start-up log; no secrets."""
@@ -150,140 +303,18 @@ def redact_url(url: str) -> str:
 
 
 def default_socket_path(env: Mapping[str, str]) -> Path:
-    """The socket path of SPEC 6.1 for this environment."""
+    """The socket path of docs/configuration.md "Default paths" for this environment."""
     return Path(paths.default_socket_path(env))
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
-    """The state directory of SPEC 6.1 for this environment."""
+    """The state directory of docs/configuration.md "Default paths" for this environment."""
     if state := paths.first_path(env.get("STATE_DIRECTORY")):
         return Path(state)
     if xdg := paths.xdg_dir(env, "XDG_STATE_HOME"):
         return Path(xdg) / "codyd"
     home = env.get("HOME") or str(Path.home())
     return Path(home) / ".local" / "state" / "codyd"
-
-
-# --- checks: each returns the typed value or raises _Mismatch saying what was expected ---
-
-
-class _Mismatch(Exception):
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-Check = Callable[[Any], Any]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _integer(low: int, high: int | None = None) -> Check:
-    expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
-
-    def check(value: Any) -> int:
-        if not _is_int(value) or value < low or (high is not None and value > high):
-            raise _Mismatch(expected)
-        return int(value)
-
-    return check
-
-
-def _number(low: float, *, above: bool) -> Check:
-    expected = f"a number {'>' if above else '>='} {low:g}"
-
-    def check(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Mismatch(expected)
-        if not math.isfinite(value) or value < low or (above and value == low):
-            raise _Mismatch(expected)
-        return float(value)
-
-    return check
-
-
-def _choice(*options: str, fold_case: bool = False) -> Check:
-    expected = "one of " + ", ".join(repr(option) for option in options)
-
-    def check(value: Any) -> str:
-        if isinstance(value, str) and (value.lower() if fold_case else value) in options:
-            return value.lower() if fold_case else value
-        raise _Mismatch(expected)
-
-    return check
-
-
-def _string(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Mismatch("a string")
-    return value
-
-
-def _nonempty(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _Mismatch("a non-empty string")
-    return value
-
-
-def _path(value: Any) -> Path:
-    return Path(_nonempty(value))
-
-
-def _absolute_path(value: Any) -> Path:
-    if not isinstance(value, str) or not os.path.isabs(value):
-        raise _Mismatch("an absolute path")
-    return Path(value)
-
-
-def _node(value: Any) -> str:
-    if not isinstance(value, str) or not NODE_PATTERN.fullmatch(value):
-        raise _Mismatch("a non-empty name of letters, digits, '.', '_' and '-'")
-    return value
-
-
-def _group(value: Any) -> str | int:
-    if isinstance(value, str) and value:
-        return value
-    if _is_int(value) and value >= 0:
-        return int(value)
-    raise _Mismatch("a group name or a gid >= 0")
-
-
-def _socket_mode(value: Any) -> int:
-    expected = 'a permission mode up to 0777: an octal string like "0660" or an integer'
-    if isinstance(value, str) and re.fullmatch(r"(0o)?[0-7]{1,4}", value):
-        value = int(value.removeprefix("0o"), 8)
-    if not _is_int(value) or not 0 <= value <= 0o777:
-        raise _Mismatch(expected)
-    return int(value)
-
-
-def _redis_url(value: Any) -> str | None:
-    if value == "":
-        return None  # lets the environment or a flag switch off a Redis set in the file
-    if not isinstance(value, str) or not value.startswith(REDIS_URL_SCHEMES):
-        raise _Mismatch("a URL starting with " + ", ".join(REDIS_URL_SCHEMES))
-    from redis.connection import parse_url
-
-    try:
-        parse_url(value)  # type: ignore[no-untyped-call]
-    except ValueError:
-        raise _Mismatch("a URL redis can parse (host, port, database)") from None
-    return value
-
-
-def _list_of(item: Check, expected: str) -> Check:
-    def check(value: Any) -> tuple[Any, ...]:
-        if not isinstance(value, list | tuple):
-            raise _Mismatch(expected)
-        try:
-            return tuple(item(element) for element in value)
-        except _Mismatch:
-            raise _Mismatch(expected) from None
-
-    return check
 
 
 class _Key(NamedTuple):
@@ -293,45 +324,40 @@ class _Key(NamedTuple):
 
 KeyPath = tuple[str, ...]
 
-_KEYS: dict[KeyPath, _Key] = {
-    ("socket",): _Key(_path, verbatim=True),
-    ("state_dir",): _Key(_path, verbatim=True),
-    ("socket_mode",): _Key(_socket_mode),
-    ("socket_group",): _Key(_group),
-    ("redis_url",): _Key(_redis_url, verbatim=True),
-    ("key_prefix",): _Key(_string, verbatim=True),
-    ("node",): _Key(_node, verbatim=True),
-    ("log_format",): _Key(_choice("json", "console"), verbatim=True),
-    ("log_level",): _Key(_choice(*LOG_LEVELS, fold_case=True), verbatim=True),
-    ("heartbeat_s",): _Key(_number(0, above=True)),
-    ("lease_ttl_s",): _Key(_number(0, above=True)),
-    ("keepalive_s",): _Key(_number(0, above=True)),
-    ("max_frame_bytes",): _Key(_integer(1024, 2**32 - 1)),  # the frame header is 4 bytes
-    ("max_connections",): _Key(_integer(1)),
-    ("max_active_runs",): _Key(_integer(1)),
-    ("max_turn_log_bytes",): _Key(_integer(1024)),
-    ("max_line_bytes",): _Key(_integer(256)),
-    ("event_retention", "max_runs"): _Key(_integer(1)),
-    ("event_retention", "max_events_per_run"): _Key(_integer(1)),
-    ("redis_maxlen", "run"): _Key(_integer(1)),
-    ("redis_maxlen", "global"): _Key(_integer(1)),
-    ("mirror_groups",): _Key(_list_of(_nonempty, "a list of non-empty strings")),
-    ("shutdown_flush_s",): _Key(_number(0, above=False)),
-    ("allowed_uids",): _Key(_list_of(_integer(0), "a list of uids (integers >= 0)")),
-    ("allowed_groups",): _Key(_list_of(_group, "a list of group names or gids")),
-    ("workspace_roots",): _Key(_list_of(_absolute_path, "a list of absolute paths")),
-}
-for _name in AGENT_NAMES:
-    _KEYS[("agents", _name, "bin")] = _Key(_nonempty, verbatim=True)
-    _KEYS[("agents", _name, "args")] = _Key(_list_of(_string, "a list of strings"))
-    _KEYS[("agents", _name, "usage")] = _Key(_choice("per_turn", "session_total"), verbatim=True)
 
-_TABLES: frozenset[KeyPath] = frozenset(
-    {("event_retention",), ("redis_maxlen",), ("agents",)}
-    | {("agents", name) for name in AGENT_NAMES}
-)
+def _toml_name(name: str) -> str:
+    return name.rstrip("_")  # global_ is "global" in TOML
+
+
+def _collect(
+    cls: type[Any], prefix: KeyPath, keys: dict[KeyPath, _Key], tables: set[KeyPath]
+) -> None:
+    """Add the checked keys and tables of the dataclass ``cls`` under ``prefix``, in field order."""
+    for item in fields(cls):
+        path = (*prefix, _toml_name(item.name))
+        if "check" in item.metadata:
+            keys[path] = _Key(item.metadata["check"], item.metadata["verbatim"])
+        elif "table" in item.metadata:
+            tables.add(path)
+            per_agent = "per_agent" in item.metadata
+            for table in [(*path, name) for name in AGENT_NAMES] if per_agent else [path]:
+                tables.add(table)
+                _collect(item.metadata["table"], table, keys, tables)
+
+
+def _derive_keys() -> tuple[dict[KeyPath, _Key], frozenset[KeyPath]]:
+    """Every checked key and every table, read from the field metadata of :class:`Config`."""
+    keys: dict[KeyPath, _Key] = {}
+    tables: set[KeyPath] = set()
+    _collect(Config, (), keys, tables)
+    return keys, frozenset(tables)
+
+
+_KEYS, _TABLES = _derive_keys()
+
 _DEFAULTS = "defaults"
-# Run-spec defaults whose environment values are plain strings (SPEC 2.1).
+# Run-spec defaults whose environment values are plain strings
+# (docs/configuration.md, "Environment variables").
 _VERBATIM_DEFAULTS: frozenset[KeyPath] = frozenset(
     {("agent",), ("model",), ("completion", "stop_file"), ("completion", "pattern")}
 )
@@ -352,7 +378,7 @@ def _dotted(path: KeyPath) -> str:
     return ".".join(path)
 
 
-def _show(value: Any) -> str:
+def _toml_repr(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -370,8 +396,8 @@ def _unknown(path: KeyPath, source: str) -> ConfigError:
     if len(path) == 1:
         known.add(_DEFAULTS)
     message = f"config key '{_dotted(path)}': unknown key (from {source})"
-    close = difflib.get_close_matches(_dotted(path), sorted(known), n=1)
-    return ConfigError(message + (f"; did you mean '{close[0]}'?" if close else ""))
+    close = closest_name(_dotted(path), known)
+    return ConfigError(message + (f"; did you mean '{close}'?" if close else ""))
 
 
 def _record(leaves: Leaves, path: KeyPath, given: _Given) -> None:
@@ -390,7 +416,7 @@ def _walk(
         if not isinstance(value, dict):
             problems.append(
                 ConfigError(
-                    f"config key '{_dotted(path)}': expected a table, got {_show(value)} "
+                    f"config key '{_dotted(path)}': expected a table, got {_toml_repr(value)} "
                     f"(from {source})"
                 )
             )
@@ -471,7 +497,7 @@ def _checked(path: KeyPath, given: _Given) -> Any:
         if path == ("redis_url",) and isinstance(shown, str):
             shown = redact_url(shown)
         raise ConfigError(
-            f"config key '{_dotted(path)}': expected {exc.expected}, got {_show(shown)} "
+            f"config key '{_dotted(path)}': expected {exc.expected}, got {_toml_repr(shown)} "
             f"(from {given.source})"
         ) from None
 

@@ -17,6 +17,7 @@ import trio
 
 from codyd import __version__
 from codyd.config import Config
+from codyd.errors import StartupFailure
 from codyd.mirror import DISABLED_STATUS, Mirror
 from codyd.rpc import Methods
 from codyd.runs import procs
@@ -33,11 +34,11 @@ STREAMS_FINAL_ANSWER_S = 0.5
 RENEW_RETRY_S = 0.1  # the first retry of a lease renewal that failed unexpectedly
 
 
-class StateDirBusy(Exception):
+class StateDirBusy(StartupFailure):
     """Another daemon holds the state directory."""
 
 
-class StateDirUnusable(Exception):
+class StateDirUnusable(StartupFailure):
     """The state directory cannot be created or written."""
 
 

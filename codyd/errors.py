@@ -1,14 +1,26 @@
-"""The codyd error family.
+"""The codyd error families.
 
 Every error that can reach a client is a :class:`CodydError` subclass carrying the
 protocol ``code`` and whether a retry can help. They are raised anywhere and
-turned into an error response in exactly one place (the RPC dispatcher).
-This module imports nothing heavy: the ``codyctl`` client shares it.
+turned into an error response in exactly one place (the RPC dispatcher), and an
+error response becomes an exception again in exactly one place
+(:func:`error_from_wire`). Every error that keeps the daemon from starting is a
+:class:`StartupFailure`: ``codyd serve`` reports it and exits instead of
+printing a traceback. This module imports nothing heavy: the ``codyctl`` client
+shares it.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Self
+
+
+class StartupFailure(Exception):
+    """The daemon cannot start as configured; the message says why, and codyd exits."""
+
+
+class StartupError(StartupFailure):
+    """The server cannot start (socket path taken, group unknown, Redis URL unusable)."""
 
 
 class CodydError(Exception):
@@ -129,3 +141,20 @@ ERROR_CLASSES: dict[str, type[CodydError]] = {
         Internal,
     )
 }
+
+
+def error_from_wire(error: Any) -> CodydError:
+    """Rebuild the exception an error response describes; unknown codes keep their code."""
+    if not isinstance(error, dict):
+        error = {"code": "internal", "message": f"malformed error response: {error!r}"}
+    code = str(error.get("code", "internal"))
+    message = str(error.get("message", ""))
+    raw_data = error.get("data")
+    data = (
+        {str(key): value for key, value in raw_data.items()} if isinstance(raw_data, dict) else {}
+    )
+    cls = ERROR_CLASSES.get(code)
+    if cls is None:
+        retryable = bool(error.get("retryable", False))
+        cls = type("CodydError", (CodydError,), {"code": code, "retryable": retryable})
+    return cls.from_wire(message, data)

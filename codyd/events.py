@@ -1,4 +1,4 @@
-"""Events: the one record of everything that happens to a run (SPEC 3.2)."""
+"""Events: the one record of everything that happens to a run (docs/events.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ LIFECYCLE_TYPES = frozenset(
     }
 )
 
-# The telemetry an agent may report itself through sentinel lines (SPEC 2.6).
+# The telemetry an agent may report itself through sentinel lines (docs/events.md §6).
 SENTINEL_TYPES = frozenset(
     {
         "file_read",

@@ -1,4 +1,4 @@
-"""Run leases (SPEC 2.8): a daemon runs turns only for runs whose lease it holds.
+"""Run leases (docs/redis.md, "Leases"): a daemon runs turns only for runs whose lease it holds.
 
 Without Redis the lease lives in the local store: the state directory is
 exclusive, so it cannot be contested, but the store still says which daemon

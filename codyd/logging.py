@@ -1,4 +1,7 @@
-"""Structured logs (SPEC 6.3): one JSON object per line on stderr, or console when a TTY."""
+"""Structured logs: one JSON object per line on stderr, or console when a TTY.
+
+What the lines hold and how to read them: docs/operations.md §5.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Where codyd's socket and state live by default (SPEC 6.1), shared by codyd and codyctl.
+"""Where codyd's socket and state live by default, shared by codyd and codyctl.
+
+The rules are docs/configuration.md, "Default paths".
 
 Pure and light (``os`` only): ``codyctl`` imports it at start-up, and it must find
 the very socket the daemon listens on.
@@ -22,7 +24,7 @@ def xdg_dir(env: Mapping[str, str], name: str) -> str | None:
 
 
 def default_socket_path(env: Mapping[str, str]) -> str:
-    """The socket path of SPEC 6.1 for this environment."""
+    """The socket path of docs/configuration.md "Default paths" for this environment."""
     if runtime := first_path(env.get("RUNTIME_DIRECTORY")):
         return os.path.join(runtime, "codyd.sock")
     if xdg := xdg_dir(env, "XDG_RUNTIME_DIR"):

@@ -1,4 +1,4 @@
-"""Keeping secrets out of logs, events and Redis (SPEC 6.2).
+"""Keeping secrets out of logs, events and Redis (docs/operations.md §8, docs/events.md §12).
 
 Two kinds of secret are recognised: the values of a run's environment
 variables (which codyd knows), and anything shaped like a well-known token

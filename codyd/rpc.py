@@ -1,4 +1,4 @@
-"""The methods of the socket protocol (SPEC 3.1): parameter checks and dispatch."""
+"""The methods of the socket protocol (docs/protocol.md §5): parameter checks and dispatch."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any, BinaryIO, Protocol
 import trio
 
 from codyd import __version__
+from codyd.checks import MAX_INT64, is_int_in, is_str_map
 from codyd.config import Config
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
@@ -38,12 +39,12 @@ def allow_only(params: Mapping[str, Any], *names: str) -> None:
 
 
 def opt_int(
-    params: Mapping[str, Any], name: str, minimum: int = 0, maximum: int = 2**63 - 1
+    params: Mapping[str, Any], name: str, minimum: int = 0, maximum: int = MAX_INT64
 ) -> int | None:
     value = params.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+    if not is_int_in(value, minimum, maximum):
         raise InvalidParams(name, f"expected an integer from {minimum} to {maximum}, got {value!r}")
     return value
 
@@ -190,9 +191,7 @@ class Methods:
         allow_only(params, "states", "labels", "limit", "cursor")
         states = set(opt_str_list(params, "states", STATE_NAMES))
         labels = params.get("labels") or {}
-        if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-        ):
+        if not is_str_map(labels):
             raise InvalidParams("labels", "expected a map of strings to strings")
         limit = opt_int(params, "limit", 1, MAX_LIST_LIMIT) or 100
         cursor = opt_str(params, "cursor")

@@ -1,4 +1,6 @@
-"""The socket server: Unix stream socket, framing, peer credentials, limits (SPEC 3, 6.2).
+"""The socket server: Unix stream socket, framing, peer credentials, limits.
+
+The wire side is docs/protocol.md: transport §1, framing §2, messages §3, limits §7.
 
 Each connection has one reader (frames in), request tasks (one per request, so
 responses may go out of order) and a send lock so frames never interleave.
@@ -34,7 +36,14 @@ import structlog
 import trio
 
 from codyd.config import Config
-from codyd.errors import CodydError, FrameTooLarge, Internal, Overloaded, Unauthorized
+from codyd.errors import (
+    CodydError,
+    FrameTooLarge,
+    Internal,
+    Overloaded,
+    StartupError,
+    Unauthorized,
+)
 from codyd.protocol import (
     FrameDecoder,
     Request,
@@ -71,10 +80,6 @@ ACCEPT_ABORTED = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM, errno
 # sixteenth of the open-files limit, at least 8 (see descriptor_ceiling).
 FD_HEADROOM_MIN = 8
 FD_HEADROOM_SHARE = 16
-
-
-class StartupError(Exception):
-    """The server cannot start (socket path taken, group unknown); codyd exits 1."""
 
 
 class PeerGone(Exception):

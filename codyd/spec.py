@@ -11,7 +11,6 @@ the workspace. Precedence of values: built-in defaults, then the config's
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import stat
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codyd.checks import MAX_INT64, clip_printable, finite_float, is_absolute_path, is_int_in
 from codyd.errors import InvalidParams
 from codyd.protocol import AGENTS
 from codyd.redact import redact_argv
@@ -29,7 +29,6 @@ RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_PROMPT_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 200
-MAX_INT = 2**63 - 1  # what the store and msgpack can hold
 REDACTED = "***"
 DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
 
@@ -168,13 +167,7 @@ def _budget_from_wire(data: Mapping[str, Any]) -> Budget:
 _CLIP = 80
 
 
-def _printable(text: str, limit: int = _CLIP) -> str:
-    """Clip ``text`` and make it encodable whatever it holds (lone surrogates included)."""
-    clipped = text if len(text) <= limit else text[:limit] + "…"
-    return clipped.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def describe(value: object) -> str:
+def describe_given(value: object) -> str:
     """Describe a given value for an error message: ``"3" (str)``, ``true (bool)``, ``null``."""
     if value is None:
         return "null"
@@ -182,7 +175,7 @@ def describe(value: object) -> str:
         return f"{str(value).lower()} (bool)"
     if isinstance(value, str):
         quoted = json.dumps(value[:_CLIP], ensure_ascii=False)
-        return f"{_printable(quoted)}{'…' if len(value) > _CLIP else ''} (str)"
+        return f"{clip_printable(quoted, _CLIP)}{'…' if len(value) > _CLIP else ''} (str)"
     if isinstance(value, int):
         if value.bit_length() > 64:
             return f"an integer of {value.bit_length()} bits"
@@ -199,7 +192,7 @@ def describe(value: object) -> str:
 
 
 def _refuse(field: str, expected: str, value: object) -> InvalidParams:
-    return InvalidParams(field, f"expected {expected}, got {describe(value)}")
+    return InvalidParams(field, f"expected {expected}, got {describe_given(value)}")
 
 
 # --- scalar validators ----------------------------------------------------------------------
@@ -209,10 +202,10 @@ def _integer(minimum: int) -> Validator:
     expected = f"an integer >= {minimum}"
 
     def check(value: Any, field: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int_in(value, minimum):
             raise _refuse(field, expected, value)
-        if value > MAX_INT:
-            raise _refuse(field, f"{expected} and <= {MAX_INT}", value)
+        if value > MAX_INT64:
+            raise _refuse(field, f"{expected} and <= {MAX_INT64}", value)
         return value
 
     return check
@@ -222,14 +215,8 @@ def _number(minimum: float, *, exclusive: bool) -> Validator:
     expected = f"a finite number {'>' if exclusive else '>='} {minimum:g}"
 
     def check(value: Any, field: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _refuse(field, expected, value)
-        try:
-            number = float(value)
-        except OverflowError:
-            raise _refuse(field, expected, value) from None
-        below = number <= minimum if exclusive else number < minimum
-        if not math.isfinite(number) or below:
+        number = finite_float(value)
+        if number is None or (number <= minimum if exclusive else number < minimum):
             raise _refuse(field, expected, value)
         return number
 
@@ -294,7 +281,9 @@ def _pattern(value: Any, field: str) -> str:
     try:
         re.compile(text)
     except (re.error, OverflowError, RecursionError, ValueError) as exc:
-        raise InvalidParams(field, f"expected {expected}, got {describe(value)}: {exc}") from None
+        raise InvalidParams(
+            field, f"expected {expected}, got {describe_given(value)}: {exc}"
+        ) from None
     return text
 
 
@@ -343,7 +332,7 @@ def _env(value: Any, field: str) -> dict[str, str]:
         raise _refuse(field, "a map of environment variable names to strings", value)
     env: dict[str, str] = {}
     for key, item in value.items():
-        key_field = f"{field}.{_printable(str(key))}"
+        key_field = f"{field}.{clip_printable(str(key), _CLIP)}"
         if not isinstance(key, str) or not ENV_KEY_RE.fullmatch(key):
             raise InvalidParams(
                 key_field, f"expected a variable name matching {ENV_KEY_RE.pattern}"
@@ -357,7 +346,7 @@ def _labels(value: Any, field: str) -> dict[str, str]:
         raise _refuse(field, "a map of strings to strings", value)
     labels: dict[str, str] = {}
     for key, item in value.items():
-        key_field = f"{field}.{_printable(str(key))}"
+        key_field = f"{field}.{clip_printable(str(key), _CLIP)}"
         if not isinstance(key, str) or not key:
             raise InvalidParams(key_field, "expected a non-empty string as label name")
         labels[key] = _text(item, key_field)
@@ -422,7 +411,8 @@ _ALL_FIELDS = sorted([*_DEFAULTABLE, *_PER_RUN, *_NESTED])
 
 def _unknown(key: object, known: Sequence[str], prefix: str = "") -> InvalidParams:
     return InvalidParams(
-        prefix + _printable(str(key)), "unknown field; expected one of " + ", ".join(known)
+        prefix + clip_printable(str(key), _CLIP),
+        "unknown field; expected one of " + ", ".join(known),
     )
 
 
@@ -500,7 +490,7 @@ def _check_relative_default(relative: str, field: str) -> None:
         raise InvalidParams(
             field,
             "expected a workspace-relative path that stays inside the workspace "
-            f"(as a default it applies to every run), got {describe(relative)}",
+            f"(as a default it applies to every run), got {describe_given(relative)}",
         )
 
 
@@ -521,7 +511,7 @@ def check_inside(workspace: Path, relative: str, field: str) -> Path:
 
 def check_inside_resolved(root: str, relative: str, field: str) -> Path:
     """:func:`check_inside` for a workspace path already free of symlinks (a spec's)."""
-    given = describe(relative)
+    given = describe_given(relative)
     try:
         target = os.path.realpath(os.path.join(root, relative))
     except (OSError, ValueError) as exc:
@@ -531,15 +521,15 @@ def check_inside_resolved(root: str, relative: str, field: str) -> Path:
     if not _within(target, root):
         raise InvalidParams(
             field,
-            f"expected a path that must stay inside the workspace {_printable(root, 200)}, "
-            f"got {given} which resolves to {_printable(target, 200)}",
+            f"expected a path that must stay inside the workspace {clip_printable(root, 200)}, "
+            f"got {given} which resolves to {clip_printable(target, 200)}",
         )
     return Path(target)
 
 
 def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
     expected = "an absolute path of an existing directory"
-    if not os.path.isabs(value):
+    if not is_absolute_path(value):
         raise _refuse("workspace", expected, value)
     try:
         real = os.path.realpath(value)
@@ -553,7 +543,7 @@ def _check_workspace(value: str, workspace_roots: Sequence[Path]) -> str:
         raise InvalidParams(
             "workspace",
             f"expected a directory inside one of the workspace roots ({', '.join(roots)}), "
-            f"got {describe(value)} which resolves to {_printable(real, 200)}",
+            f"got {describe_given(value)} which resolves to {clip_printable(real, 200)}",
         )
     return real
 
@@ -565,11 +555,12 @@ def _check_prompt_file(workspace: str, relative: str) -> None:
         mode = target.stat().st_mode
     except OSError as exc:
         raise InvalidParams(
-            "prompt_file", f"expected {expected}, got {describe(relative)}: {exc.strerror}"
+            "prompt_file", f"expected {expected}, got {describe_given(relative)}: {exc.strerror}"
         ) from None
     if not stat.S_ISREG(mode):
         raise InvalidParams(
-            "prompt_file", f"expected {expected}, got {describe(relative)}: not a regular file"
+            "prompt_file",
+            f"expected {expected}, got {describe_given(relative)}: not a regular file",
         )
 
 

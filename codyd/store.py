@@ -26,7 +26,7 @@ import msgpack
 import structlog
 import trio
 
-from codyd.errors import InvalidState, Overloaded
+from codyd.errors import InvalidState, Overloaded, StartupFailure
 from codyd.events import EVENT_TYPES, Event
 from codyd.runs.record import RunRecord
 from codyd.runs.state import TERMINAL, State, can_transition
@@ -92,11 +92,11 @@ IDENTITY_CHECK_S = 1.0
 CLOSE_FLUSH_S = 2.0
 
 
-class StoreVersionError(Exception):
+class StoreVersionError(StartupFailure):
     """The store on disk was written by a newer codyd."""
 
 
-class StoreUnusable(Exception):
+class StoreUnusable(StartupFailure):
     """The store cannot be opened for writing at start-up: codyd must not touch any run."""
 
 
@@ -190,7 +190,7 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
     return int(version)
 
 
-def _describe(exc: sqlite3.Error, path: Path) -> str:
+def _sqlite_failure(exc: sqlite3.Error, path: Path) -> str:
     """SQLite's error, with its code and what the file system answers to a small write.
 
     SQLite reports a read-only file system as a plain "disk I/O error"; the operating
@@ -266,7 +266,7 @@ class Store:
             conn = _connect(self.path)
         except sqlite3.Error as exc:
             raise StoreUnusable(
-                f"the store {self.path} cannot be opened: {_describe(exc, self.path)}"
+                f"the store {self.path} cannot be opened: {_sqlite_failure(exc, self.path)}"
             ) from None
         try:
             from_version = migrate(conn, self.path)
@@ -277,7 +277,7 @@ class Store:
         except sqlite3.Error as exc:
             conn.close()
             raise StoreUnusable(
-                f"the store {self.path} cannot be written: {_describe(exc, self.path)}"
+                f"the store {self.path} cannot be written: {_sqlite_failure(exc, self.path)}"
             ) from None
         except BaseException:
             conn.close()
@@ -692,7 +692,7 @@ class Store:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
-            raise StoreWriteFailed(_describe(exc, self.path)) from exc
+            raise StoreWriteFailed(_sqlite_failure(exc, self.path)) from exc
         except BaseException:
             _rollback(conn)
             raise

@@ -12,10 +12,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codyd.agents import adapter_for, shell
+from codyd.agents import adapter_for, jsonline, shell
+from codyd.telemetry.runner_summary import TestSummaryDetector
 from codyd.telemetry.sentinel import parse_sentinel
 from codyd.telemetry.session import find_session_id
-from codyd.telemetry.test_summary import TestSummaryDetector
 
 from adapter_checks import json_values
 
@@ -97,4 +97,4 @@ def test_shell_readers_never_raise(text: str) -> None:
     shell.is_test_command(text)
     shell.summaries_in(text)
     shell.files_read(text)
-    shell.load_object(text)
+    jsonline.load_object(text)

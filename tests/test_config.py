@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -809,3 +810,15 @@ def test_default_paths_inside_every_workspace_are_accepted(tmp_path: Path) -> No
     )
     assert config.defaults["completion"] == {"stop_file": ".cody/.stop"}
     assert config.defaults["context_files"] == ("docs/../NOTES.md",)
+
+
+def test_every_field_of_config_is_a_key_or_a_table() -> None:
+    """The key table is read from Config's fields: none is missing, none is extra."""
+    import codyd.config as config_module
+
+    top = {path[0] for path in (*config_module._KEYS, *config_module._TABLES)}
+    assert top == {item.name for item in fields(Config)} - {"defaults"}
+    assert ("redis_maxlen", "global") in config_module._KEYS
+    assert ("agents", "claude", "usage") in config_module._KEYS
+    assert config_module._KEYS[("socket",)].verbatim
+    assert not config_module._KEYS[("max_connections",)].verbatim

@@ -65,7 +65,7 @@ def all_events(daemon: Daemon) -> list[dict[str, Any]]:
 
 
 def expected_fields(event: dict[str, Any]) -> dict[str, str]:
-    """SPEC 4's entry fields for a stored event, computed here independently of codyd."""
+    """The entry fields of docs/redis.md "Stream entries" for a stored event, computed here independently of codyd."""
     return {
         "seq": str(event["seq"]),
         "gid": str(event["gid"]),
@@ -195,7 +195,7 @@ def test_resend_after_crash_is_recognised(
 
 
 def expected_meta(snapshot: dict[str, Any]) -> dict[str, str]:
-    """The meta hash SPEC 4 describes for a snapshot, computed here independently of codyd."""
+    """The meta hash docs/redis.md "Run meta" describes for a snapshot, computed here independently of codyd."""
 
     def ms(seconds: float | None) -> str:
         return "" if seconds is None else str(int(seconds * 1000))

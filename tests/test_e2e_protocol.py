@@ -155,6 +155,14 @@ def test_bad_envelopes_get_errors_and_keep_the_connection(daemon: Daemon) -> Non
     raw.send({"id": 5, "method": "run.list", "params": {"limit": "ten"}})
     error = raw.recv()["error"]
     assert error["code"] == "invalid_params" and error["data"] == {"field": "limit"}
+    for bad_labels in (["a"], {"a": 1}):
+        raw.send({"id": 7, "method": "run.list", "params": {"labels": bad_labels}})
+        error = raw.recv()["error"]
+        assert error["message"] == "labels: expected a map of strings to strings"
+        assert error["data"] == {"field": "labels"}
+    raw.send({"id": 8, "method": "run.list", "params": {"limit": True}})
+    error = raw.recv()["error"]
+    assert error["message"] == "limit: expected an integer from 1 to 1000, got True"
     raw.send({"id": 6, "method": "daemon.ping"})
     assert raw.recv()["result"]["pong"] is True
 

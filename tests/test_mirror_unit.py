@@ -27,9 +27,9 @@ from codyd.mirror.control import ControlRequest, InvalidControl, parse_control
 from codyd.mirror.fields import (
     data_json,
     event_fields,
+    hash_text,
     heartbeat_fields,
     meta_fields,
-    text,
     unix_ms,
 )
 from codyd.mirror.keys import Keys
@@ -63,7 +63,7 @@ def redis_py_packed(*commands: tuple[Any, ...]) -> bytes:
 
 
 def test_keys_follow_the_prefix() -> None:
-    """Every key name of SPEC 4 starts with the configured prefix."""
+    """Every key name of docs/redis.md "Keys" starts with the configured prefix."""
     assert KEYS.events == "p:events"
     assert KEYS.runs == "p:runs"
     assert KEYS.run_events("a") == "p:run:a:events"
@@ -78,9 +78,9 @@ def test_times_are_integer_milliseconds() -> None:
     assert unix_ms(None) is None
 
 
-def test_text_renders_absent_values_and_booleans() -> None:
+def test_hash_text_renders_absent_values_and_booleans() -> None:
     """None is empty, booleans are true/false, numbers are decimal text."""
-    assert [text(None), text(True), text(False), text(3), text(0.25)] == [
+    assert [hash_text(None), hash_text(True), hash_text(False), hash_text(3), hash_text(0.25)] == [
         "",
         "true",
         "false",
@@ -180,7 +180,7 @@ def test_meta_of_a_fresh_run(tmp_path: Path) -> None:
 
 
 def test_meta_of_a_failed_run(tmp_path: Path) -> None:
-    """Totals, error fields and times of a finished run are flattened as SPEC 4 lists them."""
+    """Totals, error fields and times of a finished run are flattened as docs/redis.md "Run meta" lists them."""
     record = make_record(tmp_path)
     record.state = State.FAILED
     record.stats.tokens.input, record.stats.tokens.output, record.stats.tokens.cached = 100, 20, 50

@@ -26,6 +26,7 @@ from codyd.errors import (
     Trimmed,
     Unauthorized,
     UnknownMethod,
+    error_from_wire,
 )
 from codyd.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -386,6 +387,32 @@ def test_error_classes_cover_spec_codes() -> None:
     }  # fmt: skip
     retryable = {code for code, cls in ERROR_CLASSES.items() if cls.retryable}
     assert retryable == {"shutting_down", "overloaded", "internal"}
+
+
+def test_error_from_wire_rebuilds_the_class_message_and_data() -> None:
+    """A response's error becomes its class again; an unknown code keeps code and retryability."""
+    rebuilt = error_from_wire(InvalidParams("limit", "expected an integer").to_wire())
+    assert type(rebuilt) is InvalidParams
+    assert (rebuilt.message, rebuilt.field) == ("limit: expected an integer", "limit")
+    assert error_from_wire(Trimmed("gone", oldest_seq=3).to_wire()).data == {"oldest_seq": 3}
+    novel = error_from_wire({"code": "novel", "message": "m", "retryable": True})
+    assert (novel.code, novel.retryable, novel.message) == ("novel", True, "m")
+    assert isinstance(novel, CodydError)
+    malformed = error_from_wire("nonsense")
+    assert type(malformed) is Internal and "nonsense" in malformed.message
+
+
+def test_every_startup_error_is_a_startup_failure() -> None:
+    """``codyd serve`` catches one class: each error that stops start-up derives from it."""
+    from codyd.config import ConfigError
+    from codyd.daemon import StateDirBusy, StateDirUnusable
+    from codyd.errors import StartupError, StartupFailure
+    from codyd.store import StoreUnusable, StoreVersionError
+
+    kinds = (ConfigError, StartupError, StateDirBusy, StateDirUnusable)
+    for kind in (*kinds, StoreVersionError, StoreUnusable):
+        assert issubclass(kind, StartupFailure)
+    assert not issubclass(CodydError, StartupFailure)
 
 
 def test_error_repr_shows_message_and_data() -> None:

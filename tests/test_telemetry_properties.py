@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 
 from codyd.events import SENTINEL_TYPES
 from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.runner_summary import TestSummary, TestSummaryDetector
 from codyd.telemetry.sentinel import Sentinel, parse_sentinel
 from codyd.telemetry.session import find_session_id
-from codyd.telemetry.test_summary import TestSummary, TestSummaryDetector
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 RUNNERS = {"pytest", "jest", "bun", "cargo", "go"}

@@ -16,7 +16,7 @@ def sentinel_line(**event: Any) -> str:
 
 
 def test_allowed_types_are_the_documented_set() -> None:
-    """SENTINEL_TYPES is exactly the SPEC 2.6 list."""
+    """SENTINEL_TYPES is exactly the list of docs/events.md §6."""
     assert (
         frozenset(
             {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.runner_summary import TestSummary, TestSummaryDetector
 from codyd.telemetry.sentinel import Sentinel, parse_sentinel
 from codyd.telemetry.session import find_session_id
-from codyd.telemetry.test_summary import TestSummary, TestSummaryDetector
 
 TRANSCRIPT = Path(__file__).parent / "data" / "sentinel-generic.txt"
 SESSION_ID = "7c9e6679-7425-40de-944b-e07fc1f90ae7"

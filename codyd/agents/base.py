@@ -1,4 +1,4 @@
-"""What every agent adapter provides (SPEC 2.5).
+"""What every agent adapter provides (docs/agents.md §8).
 
 A new adapter object reads each turn: it may keep state across the lines of one
 turn (items in progress, message ids already counted), never across turns.
@@ -17,7 +17,7 @@ from codyd.spec import RunSpec
 class Parsed:
     """What an adapter made of one output line."""
 
-    # Normalized events (SPEC 3.2) with their data; token_usage and cost data are the
+    # Normalized events (docs/events.md §3) with their data; token_usage and cost data are the
     # agent's report for this turn as given (the run driver applies the usage mode).
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     consumed: bool = False  # True: structured data, not shown as subprocess_output

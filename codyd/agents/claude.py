@@ -1,6 +1,6 @@
 """The Claude Code adapter: ``claude -p --output-format stream-json --verbose``.
 
-What each stdout line becomes (SPEC 2.5, 2.6):
+What each stdout line becomes (docs/agents.md §3.3, docs/events.md §11.2):
 
 * ``system`` / ``init`` reports the session id; other system subtypes are consumed.
 * ``assistant`` lines (one per content block): a ``text`` block → ``message``; a
@@ -34,16 +34,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from codyd.agents.base import Parsed
-from codyd.agents.shell import (
-    MAX_INT,
-    count,
-    is_test_command,
-    load_object,
-    looks_like_file,
-    plain,
-    summaries_in,
-    text,
-)
+from codyd.agents.jsonline import MAX_INT, count, load_object, plain, str_or_none
+from codyd.agents.shell import is_test_command, looks_like_file, summaries_in
 from codyd.config import AgentConfig
 from codyd.spec import RunSpec
 
@@ -64,7 +56,7 @@ def _result_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        parts = [text(block.get("text")) for block in content if isinstance(block, dict)]
+        parts = [str_or_none(block.get("text")) for block in content if isinstance(block, dict)]
         return "\n".join(part for part in parts if part is not None)
     return ""
 
@@ -96,10 +88,10 @@ class ClaudeAdapter:
         if event is None:
             return Parsed()
         parsed = Parsed(consumed=True)
-        kind = text(event.get("type"))
+        kind = str_or_none(event.get("type"))
         message = event.get("message")
         if kind == "system" and event.get("subtype") == "init":
-            parsed.session_id = text(event.get("session_id")) or None
+            parsed.session_id = str_or_none(event.get("session_id")) or None
         elif kind == "assistant" and isinstance(message, dict):
             main_agent = event.get("parent_tool_use_id") is None
             self._assistant(message.get("content"), main_agent, parsed)
@@ -137,25 +129,26 @@ class ClaudeAdapter:
             parsed.message_text = "\n".join(texts)
 
     def _tool_use(self, block: dict[str, Any], parsed: Parsed) -> None:
-        tool_id = text(block.get("id"))
+        tool_id = str_or_none(block.get("id"))
         if tool_id is not None and tool_id in self._tool_uses:
             return
         if tool_id is not None:
             self._tool_uses.add(tool_id)
-        name = text(block.get("name")) or ""
+        name = str_or_none(block.get("name")) or ""
         tool_input = block.get("input")
         if not isinstance(tool_input, dict):
             tool_input = {}
         parsed.events.append(("tool_call", {"name": name, "input": plain(tool_input)}))
-        path = text(tool_input.get("file_path")) or text(tool_input.get("notebook_path"))
+        path = str_or_none(tool_input.get("file_path"))
+        path = path or str_or_none(tool_input.get("notebook_path"))
         if name == "Read" and path:
             parsed.events.append(("file_read", {"path": path}))
-        elif name == "Grep" and looks_like_file(text(tool_input.get("path")) or ""):
+        elif name == "Grep" and looks_like_file(str_or_none(tool_input.get("path")) or ""):
             parsed.events.append(("file_read", {"path": tool_input["path"]}))
         elif name in _WRITERS and path:
             parsed.events.append(("file_written", {"path": path}))
         elif name == "Bash":
-            command = text(tool_input.get("command")) or ""
+            command = str_or_none(tool_input.get("command")) or ""
             call = _BashCall(command, is_test_command(command))
             if call.is_test:
                 parsed.events.append(("test_run_started", {"command": command}))
@@ -168,7 +161,7 @@ class ClaudeAdapter:
         for block in content if isinstance(content, list) else ():
             if not isinstance(block, dict) or block.get("type") != "tool_result":
                 continue
-            call = self._bash.pop(text(block.get("tool_use_id")) or "", None)
+            call = self._bash.pop(str_or_none(block.get("tool_use_id")) or "", None)
             if call is not None:
                 self._bash_result(call, block, parsed)
 
@@ -208,12 +201,12 @@ class ClaudeAdapter:
         if self._error is not None and UNKNOWN_SESSION_RE.search(self._error):
             parsed.resume_failed = True
         else:
-            parsed.session_id = text(event.get("session_id")) or None
+            parsed.session_id = str_or_none(event.get("session_id")) or None
 
 
 def _result_error(event: dict[str, Any]) -> str:
     """``<subtype>: <errors joined by "; ">``, else the result text, else the subtype."""
-    subtype = text(event.get("subtype"))
+    subtype = str_or_none(event.get("subtype"))
     errors = event.get("errors")
     messages = (
         [error for error in errors if isinstance(error, str)] if isinstance(errors, list) else []
@@ -221,4 +214,4 @@ def _result_error(event: dict[str, Any]) -> str:
     if messages:
         joined = "; ".join(messages)
         return f"{subtype}: {joined}" if subtype else joined
-    return text(event.get("result")) or subtype or "claude reported an error"
+    return str_or_none(event.get("result")) or subtype or "claude reported an error"

@@ -1,6 +1,6 @@
 """The OpenAI Codex CLI adapter: ``codex exec --json``, one JSON event per stdout line.
 
-What each line becomes (SPEC 2.5, 2.6):
+What each line becomes (docs/agents.md §3.2, docs/events.md §11.1):
 
 * ``thread.started`` reports the session id (``thread_id``).
 * ``item.completed`` items, each acted on once per item id: ``agent_message`` (older builds:
@@ -29,17 +29,8 @@ import shlex
 from typing import Any, Final
 
 from codyd.agents.base import Parsed
-from codyd.agents.shell import (
-    count,
-    exit_status,
-    files_read,
-    is_test_command,
-    load_object,
-    plain,
-    summaries_in,
-    text,
-    unwrap_shell,
-)
+from codyd.agents.jsonline import count, exit_status, load_object, plain, str_or_none
+from codyd.agents.shell import files_read, is_test_command, summaries_in, unwrap_shell
 from codyd.config import AgentConfig
 from codyd.spec import RunSpec
 from codyd.telemetry.ansi import strip_ansi
@@ -65,7 +56,7 @@ def _change_kind(change: dict[str, Any]) -> str | None:
     kind = change.get("kind")
     if isinstance(kind, dict):  # app-server builds: {"type": "update", "move_path": ...}
         kind = kind.get("type")
-    return text(kind)
+    return str_or_none(kind)
 
 
 class CodexAdapter:
@@ -96,9 +87,9 @@ class CodexAdapter:
         if event is None:
             return Parsed()
         parsed = Parsed(consumed=True)
-        kind = text(event.get("type"))
+        kind = str_or_none(event.get("type"))
         if kind == "thread.started":
-            thread_id = text(event.get("thread_id"))
+            thread_id = str_or_none(event.get("thread_id"))
             if thread_id:
                 self._thread_started = True
                 parsed.session_id = thread_id
@@ -111,11 +102,11 @@ class CodexAdapter:
                 parsed.events.append(("token_usage", self._usage(usage)))
         elif kind == "turn.failed":
             error = event.get("error")
-            message = text(error.get("message")) if isinstance(error, dict) else None
+            message = str_or_none(error.get("message")) if isinstance(error, dict) else None
             self._turn_failed = message or "turn failed"
             parsed.resume_failed = self._resume_failed(self._turn_failed)
         elif kind == "error":
-            message = text(event.get("message")) or "codex reported an error"
+            message = str_or_none(event.get("message")) or "codex reported an error"
             parsed.events.append(("warning", {"message": message}))
             parsed.resume_failed = self._resume_failed(message)
         return parsed
@@ -146,8 +137,8 @@ class CodexAdapter:
         }
 
     def _item(self, kind: str, item: dict[str, Any], parsed: Parsed) -> None:
-        item_id = text(item.get("id"))
-        item_type = text(item.get("type")) or text(item.get("item_type"))
+        item_id = str_or_none(item.get("id"))
+        item_type = str_or_none(item.get("type")) or str_or_none(item.get("item_type"))
         if item_type == "command_execution" and kind != "item.completed":
             self._announce_test(item_id, _script(item), parsed)
         if kind != "item.completed" or (item_id is not None and item_id in self._done):
@@ -157,7 +148,7 @@ class CodexAdapter:
         if item_id is not None:
             self._done.add(item_id)
         if item_type in ("agent_message", "assistant_message"):
-            message = text(item.get("text"))
+            message = str_or_none(item.get("text"))
             if message is not None:
                 parsed.events.append(("message", {"role": "assistant", "text": message}))
                 parsed.message_text = message
@@ -166,14 +157,15 @@ class CodexAdapter:
         elif item_type == "file_change":
             self._file_change(item, parsed)
         elif item_type == "mcp_tool_call":
-            name = f"mcp__{text(item.get('server')) or ''}__{text(item.get('tool')) or ''}"
+            server, tool = str_or_none(item.get("server")), str_or_none(item.get("tool"))
+            name = f"mcp__{server or ''}__{tool or ''}"
             tool_input = plain(item.get("arguments"))
             parsed.events.append(("tool_call", {"name": name, "input": tool_input}))
         elif item_type == "web_search":
-            query = {"query": text(item.get("query")) or ""}
+            query = {"query": str_or_none(item.get("query")) or ""}
             parsed.events.append(("tool_call", {"name": "web_search", "input": query}))
         elif item_type == "error":
-            message = text(item.get("message")) or "codex reported an error"
+            message = str_or_none(item.get("message")) or "codex reported an error"
             parsed.events.append(("warning", {"message": message}))
 
     def _announce_test(self, item_id: str | None, script: str, parsed: Parsed) -> bool:
@@ -190,7 +182,7 @@ class CodexAdapter:
         script = _script(item)
         is_test = self._announce_test(item_id, script, parsed)
         exit_code = exit_status(item.get("exit_code"))
-        status = text(item.get("status")) or ("completed" if exit_code == 0 else "failed")
+        status = str_or_none(item.get("status")) or ("completed" if exit_code == 0 else "failed")
         parsed.events.append(
             ("command", {"command": script, "exit_code": exit_code, "status": status})
         )
@@ -204,7 +196,7 @@ class CodexAdapter:
     def _file_change(item: dict[str, Any], parsed: Parsed) -> None:
         changes = item.get("changes")
         for change in changes if isinstance(changes, list) else ():
-            path = text(change.get("path")) if isinstance(change, dict) else None
+            path = str_or_none(change.get("path")) if isinstance(change, dict) else None
             if path:
                 kind = "file_deleted" if _change_kind(change) == "delete" else "file_written"
                 parsed.events.append((kind, {"path": path}))

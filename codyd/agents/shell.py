@@ -1,6 +1,6 @@
-"""What the codex and claude adapters share: reading shell command lines and JSON values.
+"""Shell command lines as the codex and claude adapters report them.
 
-Shell command lines (as the agents report them):
+(Their JSON values are read by :mod:`codyd.agents.jsonline`.)
 
 * **Unwrapping.** ``<shell> -lc '<script>'`` / ``<shell> -c "<script>"`` (``sh``, ``bash``,
   ``zsh``, ``dash``, ``ksh``, ``fish``, with or without a directory) becomes ``<script>``;
@@ -25,12 +25,11 @@ as given, is no test run and reads nothing, and so is a script over 64 KiB.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any, Final
 
-from codyd.telemetry.test_summary import TestSummaryDetector
+from codyd.telemetry.runner_summary import TestSummaryDetector
 
 # -- shell ----------------------------------------------------------------------------------
 
@@ -460,79 +459,3 @@ def _search_reads(args: list[str], valued: frozenset[str]) -> list[str]:
     if paths and looks_like_file(paths[-1]):
         return [paths[-1]]
     return []
-
-
-# -- JSON values ----------------------------------------------------------------------------
-
-MAX_INT: Final = 2**63 - 1
-_MAX_DEPTH: Final = 24
-_SURROGATE_RE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
-
-
-def load_object(line: str) -> dict[str, Any] | None:
-    """The JSON object ``line`` holds, or None for any other line (text, arrays, bad JSON)."""
-    text = line.strip()
-    if not text.startswith("{"):
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    if _SURROGATE_RE.search(text):
-        try:
-            scrubbed: dict[str, Any] = _scrub(value)
-        except RecursionError:
-            return None
-        return scrubbed
-    return value
-
-
-def _scrub(value: Any) -> Any:
-    """``value`` with every lone surrogate in its strings replaced (UTF-8 must encode them)."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list):
-        return [_scrub(item) for item in value]
-    if isinstance(value, dict):
-        return {_scrub(key): _scrub(item) for key, item in value.items()}
-    return value
-
-
-def text(value: Any) -> str | None:
-    """``value`` if it is a string, else None."""
-    return value if isinstance(value, str) else None
-
-
-def count(value: Any) -> int:
-    """A token count: a non-negative integer (``12`` or ``12.0``) below 2**63, else 0."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and 0 <= value <= MAX_INT:
-        return value
-    return 0
-
-
-def exit_status(value: Any) -> int | None:
-    """A process exit code as reported (an int in the 64-bit range), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT:
-        return value
-    return None
-
-
-def plain(value: Any, depth: int = 0) -> Any:
-    """A JSON value made safe for the event store: 64-bit ints, bounded nesting."""
-    if isinstance(value, bool) or value is None or isinstance(value, str | float):
-        return value
-    if isinstance(value, int):
-        return value if -MAX_INT <= value <= MAX_INT else str(value)
-    if depth >= _MAX_DEPTH:
-        return "…"
-    if isinstance(value, list):
-        return [plain(item, depth + 1) for item in value]
-    if isinstance(value, dict):
-        return {str(key): plain(item, depth + 1) for key, item in value.items()}
-    return str(value)

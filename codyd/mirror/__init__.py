@@ -1,4 +1,7 @@
-"""The Redis Streams mirror of the store (SPEC 4): events, run meta, control and heartbeat."""
+"""The Redis Streams mirror of the store: events, run meta, control and heartbeat.
+
+What it writes and reads: docs/redis.md.
+"""
 
 from codyd.mirror.mirror import DISABLED_STATUS, Mirror
 

@@ -1,4 +1,6 @@
-"""Control written into Redis by others: ``{p}run:{id}:ctl`` entries applied as RPC calls (SPEC 4).
+"""Control written into Redis by others: ``{p}run:{id}:ctl`` entries applied as RPC calls.
+
+The entries and their fields: docs/redis.md, "Control through Redis".
 
 Each non-terminal run's ctl stream is read from a cursor kept in the store
 (``ctl.<run_id>``, ``0-0`` for a run never read). A valid entry is applied through
@@ -43,7 +45,7 @@ class ControlRequest:
     now: bool = False
 
 
-def _shown(value: str, limit: int = 60) -> str:
+def _clipped_repr(value: str, limit: int = 60) -> str:
     return repr(value if len(value) <= limit else value[:limit] + "…")
 
 
@@ -65,7 +67,9 @@ def parse_control(fields: Mapping[Any, Any]) -> ControlRequest:
     if action is None:
         raise InvalidControl("action: missing; expected pause, resume or cancel")
     if action not in ACTIONS:
-        raise InvalidControl(f"action: expected pause, resume or cancel, got {_shown(action)}")
+        raise InvalidControl(
+            f"action: expected pause, resume or cancel, got {_clipped_repr(action)}"
+        )
     for name, value in given.items():
         if name == "action":
             continue
@@ -78,7 +82,7 @@ def parse_control(fields: Mapping[Any, Any]) -> ControlRequest:
         raise InvalidControl(f"reason: expected at most {MAX_REASON_CHARS} characters")
     now = given.get("now", "")
     if now not in NOW_VALUES:
-        raise InvalidControl(f"now: expected true, false, 1, 0 or empty, got {_shown(now)}")
+        raise InvalidControl(f"now: expected true, false, 1, 0 or empty, got {_clipped_repr(now)}")
     return ControlRequest(action, reason, NOW_VALUES[now])
 
 

@@ -1,4 +1,6 @@
-"""What codyd writes into Redis: stream entry fields, the run meta hash, the heartbeat (SPEC 4).
+"""What codyd writes into Redis: stream entry fields, the run meta hash, the heartbeat.
+
+The fields are those of docs/redis.md ("Stream entries", "Run meta", "Heartbeat").
 
 Pure functions. Times are unix milliseconds (integers, truncated), absent values are
 empty strings and booleans are ``true``/``false``, so every field reads back as text.
@@ -21,7 +23,7 @@ def unix_ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
 
 
-def text(value: Any) -> str:
+def hash_text(value: Any) -> str:
     """One scalar as hash text: None is empty, booleans are true/false, floats round-trip."""
     if value is None:
         return ""
@@ -57,7 +59,7 @@ def data_json(data: Mapping[str, Any]) -> bytes:
 
 
 def event_fields(event: Event, data: bytes | None = None) -> list[Value]:
-    """The entry of one event as a flat field/value list, in the order of SPEC 4.
+    """The entry of one event as a flat field/value list, in the order of docs/redis.md.
 
     ``data`` is the event's data already as JSON (from :func:`data_json`), if at hand.
     """
@@ -80,7 +82,7 @@ def event_fields(event: Event, data: bytes | None = None) -> list[Value]:
 
 
 def meta_fields(summary: Mapping[str, Any]) -> dict[str, str]:
-    """A run snapshot (``RunRecord.summary()``) flattened into the meta hash of SPEC 4."""
+    """A run snapshot (``RunRecord.summary()``) flattened into docs/redis.md "Run meta"."""
     stats = summary["stats"]
     tokens = stats["tokens"]
     completion = summary["completion"]
@@ -115,13 +117,13 @@ def meta_fields(summary: Mapping[str, Any]) -> dict[str, str]:
         "node": summary["node"],
         "lastSeq": summary["last_seq"],
     }
-    return {name: text(value) for name, value in fields.items()}
+    return {name: hash_text(value) for name, value in fields.items()}
 
 
 def heartbeat_fields(
     pid: int, version: str, started_at: float, ts: float, active_runs: int
 ) -> dict[str, str]:
-    """The daemon's heartbeat hash (SPEC 2.8)."""
+    """The daemon's heartbeat hash (docs/redis.md "Heartbeat")."""
     return {
         "pid": str(pid),
         "version": version,

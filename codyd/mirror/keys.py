@@ -1,4 +1,4 @@
-"""The names of codyd's Redis keys, all under one prefix (SPEC 4)."""
+"""The names of codyd's Redis keys, all under one prefix (docs/redis.md "Keys")."""
 
 from __future__ import annotations
 

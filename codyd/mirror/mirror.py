@@ -45,7 +45,7 @@ from codyd.mirror.batch import (
 from codyd.mirror.control import ControlReader, ControlTarget
 from codyd.mirror.fields import heartbeat_fields, meta_fields, unix_ms
 from codyd.mirror.keys import Keys
-from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe
+from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe_error
 from codyd.mirror.repair import HOLDS_KEY, Repairs
 from codyd.store import Store
 
@@ -57,7 +57,7 @@ MARKED_KEY = "mirror.marked"
 BATCH_EVENTS = 1000
 # Most run metas written in one batch; runs left over are written by the next one.
 BATCH_METAS = 500
-# ctl streams are polled this often (applied within 1 s, SPEC 4).
+# ctl streams are polled this often (applied within 1 s: docs/redis.md "Control through Redis").
 CONTROL_POLL_S = 0.25
 # Every run's meta is compared with its record this often; live runs on every batch.
 META_SCAN_S = 1.0
@@ -168,7 +168,7 @@ class Mirror:
                     await self._after_failure(exc)
                 except Exception as exc:
                     # The mirror is not worth the daemon: a fault here is logged and retried.
-                    log.exception("mirror failed unexpectedly; retrying", error=describe(exc))
+                    log.exception("mirror failed unexpectedly; retrying", error=describe_error(exc))
                     await self._after_failure(exc)
         finally:
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
@@ -427,7 +427,7 @@ class Mirror:
         log.info("mirror connected", lag_events=self.lag_events)
 
     async def _after_failure(self, exc: Exception) -> None:
-        self.last_error = describe(exc)
+        self.last_error = describe_error(exc)
         if isinstance(exc, RedisUnavailable):
             if self.connected or not self._down_reported:
                 log.warning(
@@ -474,7 +474,7 @@ class Mirror:
             try:
                 await self.link.delete(self.keys.daemon(self.config.node))
             except (RedisUnavailable, RedisRefused) as exc:
-                log.debug("mirror could not delete the heartbeat", error=describe(exc))
+                log.debug("mirror could not delete the heartbeat", error=describe_error(exc))
             log.info("mirror flushed", cursor=self.cursor)
             return True
         self._save_cursor(force=True)

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
-from codyd.server import StartupError
+from codyd.errors import StartupError
 
 SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 2.0
@@ -48,7 +48,7 @@ class RedisRefused(Exception):
     """Redis answered a single command with an error."""
 
 
-def describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """An error as one line for logs and ``daemon.info``."""
     return str(exc) or type(exc).__name__
 
@@ -142,6 +142,6 @@ def _translated(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ResponseError as exc:
-        raise RedisRefused(describe(exc)) from exc
+        raise RedisRefused(describe_error(exc)) from exc
     except (RedisError, OSError) as exc:
-        raise RedisUnavailable(describe(exc)) from exc
+        raise RedisUnavailable(describe_error(exc)) from exc

@@ -31,8 +31,8 @@ from codyd.runs.record import RunRecord, Tokens
 from codyd.runs.turn import TurnResult
 from codyd.spec import RunSpec
 from codyd.telemetry.ansi import strip_ansi
+from codyd.telemetry.runner_summary import TestSummaryDetector
 from codyd.telemetry.sentinel import parse_sentinel
-from codyd.telemetry.test_summary import TestSummaryDetector
 
 USAGE_EVENTS = frozenset({"token_usage", "cost"})
 PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})

@@ -1,4 +1,6 @@
-"""Sentinel lines: one-line JSON objects through which any agent reports telemetry (SPEC 2.6).
+"""Sentinel lines: one-line JSON objects through which any agent reports telemetry.
+
+The rules and the allowed types: docs/events.md §6.
 
 A sentinel is a whole output line that, once ANSI codes and surrounding whitespace are
 removed, is a JSON object with a top-level ``__cody_event__`` object carrying a string
@@ -142,7 +144,7 @@ def _clean_text(text: str) -> str:
     return _SURROGATE_RE.sub("\ufffd", text)
 
 
-def _describe(value: Any) -> str:
+def _json_kind(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     if isinstance(value, int | float):
@@ -160,7 +162,7 @@ def _count(fields: dict[str, Any], *names: str) -> int:
         if name in fields:
             value = fields[name]
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise _InvalidField(f"{name}: expected an integer >= 0, got {_describe(value)}")
+                raise _InvalidField(f"{name}: expected an integer >= 0, got {_json_kind(value)}")
             return value
     return 0
 
@@ -173,7 +175,7 @@ def _text(fields: dict[str, Any], name: str, default: str | None = None) -> str:
         return default
     value = fields[name]
     if not isinstance(value, str):
-        raise _InvalidField(f"{name}: expected a string, got {_describe(value)}")
+        raise _InvalidField(f"{name}: expected a string, got {_json_kind(value)}")
     return value
 
 
@@ -227,7 +229,7 @@ def _cost(fields: dict[str, Any]) -> dict[str, Any]:
         or not math.isfinite(usd)
         or usd < 0
     ):
-        raise _InvalidField(f"usd: expected a number >= 0, got {_describe(usd)}")
+        raise _InvalidField(f"usd: expected a number >= 0, got {_json_kind(usd)}")
     return {"usd": float(usd)}
 
 

@@ -1,4 +1,4 @@
-"""Session ids announced in plain text, as ``session id: <uuid>`` (SPEC 2.5, ``command`` agents)."""
+"""Session ids announced in plain text, as ``session id: <uuid>`` (docs/events.md §8)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of codyd.telemetry.test_summary."""
+"""Tests of codyd.telemetry.runner_summary."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from codyd.telemetry.test_summary import TestSummary, TestSummaryDetector
+from codyd.telemetry.runner_summary import TestSummary, TestSummaryDetector
 
 
 def detect(*lines: str) -> list[TestSummary]:

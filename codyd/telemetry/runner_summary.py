@@ -1,4 +1,6 @@
-"""Test-runner summaries found in plain output: pytest, jest/vitest, bun, cargo and go (SPEC 2.6).
+"""Test-runner summaries found in plain output: pytest, jest/vitest, bun, cargo and go.
+
+What is detected and how it is counted: docs/events.md §7.
 
 Every pattern is anchored and matched against the whole line (ANSI codes and surrounding
 whitespace removed), so prose that merely mentions test counts does not match. Counts
