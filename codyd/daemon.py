@@ -44,7 +44,7 @@ class StateDirUnusable(StartupFailure):
 
 @contextlib.contextmanager
 def lock_state_dir(state_dir: Path) -> Iterator[None]:
-    """Hold the state directory exclusively for the life of the daemon (SPEC 2.8)."""
+    """Hold the state directory exclusively while the daemon lives (docs/configuration.md)."""
     lock_path = state_dir / "codyd.lock"
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)

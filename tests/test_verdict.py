@@ -1,4 +1,4 @@
-"""How a run goes on after a turn or before the next: the pure verdict (SPEC 2.1, 2.2)."""
+"""How a run goes on after a turn or before the next: the pure verdict (docs/events.md §4.2)."""
 
 from __future__ import annotations
 

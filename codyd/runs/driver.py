@@ -1,4 +1,4 @@
-"""The run driver: one task that drives a running run turn after turn (SPEC 2.2–2.7).
+"""The run driver: one task that drives a running run turn after turn (docs/events.md §4).
 
 What a turn's output means is :mod:`codyd.runs.pipeline`'s; how the run goes
 on after a turn is :mod:`codyd.runs.verdict`'s. The driver runs the turns,

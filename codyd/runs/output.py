@@ -3,7 +3,7 @@
 Each piece is a small object with one job, tested alone: :class:`CappedLog`
 keeps the complete output on disk, :class:`LineSplitter` cuts bytes into lines
 (splitting absurdly long ones), :class:`OutputThrottle` paces and coalesces
-``subprocess_output`` events (SPEC 2.6).
+``subprocess_output`` events (docs/events.md §5).
 """
 
 from __future__ import annotations

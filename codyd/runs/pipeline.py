@@ -1,4 +1,4 @@
-"""What a turn's output means: bytes in, events out (SPEC 2.5, 2.6).
+"""What a turn's output means: bytes in, events out (docs/agents.md §3).
 
 A chain of small processors, each configured once and acting on one line at
 a time, the way structlog composes its processors: split-line warning →
@@ -111,7 +111,7 @@ class RunEvents:
 
 
 def workspace_relative(path: str, workspace: str) -> str:
-    """Paths in events: relative to the workspace when inside it, absolute otherwise (SPEC 2.3)."""
+    """Paths in events: workspace-relative when inside it, else absolute (docs/events.md §6)."""
     if not os.path.isabs(path):
         return os.path.normpath(path)
     normalized = os.path.normpath(path)
@@ -232,7 +232,7 @@ class AdapterEvents:
             self.resume_failed = True
         for type_, data in parsed.events:
             if type_ == "test_run_completed" and self._notes.sentinel_tests:
-                continue  # tests reported by sentinel are counted once (SPEC 2.6)
+                continue  # tests reported by sentinel are counted once (docs/events.md §6)
             if type_ in USAGE_EVENTS and self._session_totals is not None:
                 data = self._session_totals(type_, data)
             self._emit(type_, data)
@@ -240,7 +240,7 @@ class AdapterEvents:
 
 
 class TestSummaries:
-    """Test-runner summaries in plain output, until a sentinel reported tests (SPEC 2.6)."""
+    """Test-runner summaries in plain output, until a sentinel reports tests (docs/events.md §6)."""
 
     __test__ = False  # not a pytest class
 
@@ -297,7 +297,7 @@ class CompletionPattern:
 
 
 class OutputPump:
-    """Shows what no processor consumed as paced ``subprocess_output`` events (SPEC 2.6)."""
+    """What no processor consumed, as paced ``subprocess_output`` events (docs/events.md §5)."""
 
     def __init__(self, redact: Callable[[str], str], append: Callable[[dict[str, Any]], object]):
         self._throttle = OutputThrottle()

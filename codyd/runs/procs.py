@@ -202,7 +202,7 @@ def signal_group(pgid: int, signum: int) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TurnMark:
-    """What identifies a turn's processes in their environment (SPEC 2.4).
+    """What identifies a turn's processes in their environment (docs/agents.md §1).
 
     The workspace is part of it: run ids are chosen by clients, so two daemons on one
     host (two users, two test suites) may both have a run ``build`` at turn 1, and a

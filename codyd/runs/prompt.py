@@ -1,4 +1,4 @@
-"""Building a turn's prompt: the prompt text or file, plus context files (SPEC 2.1)."""
+"""Building a turn's prompt: the prompt text or file, plus context files (docs/agents.md §1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The stored record of one run, and the snapshot it shows to clients (SPEC 2.3)."""
+"""The stored record of one run, and the snapshot it shows to clients (docs/protocol.md §5.3)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from codyd.spec import RunSpec
 
 # Turn outcomes that count as failures (toward max_consecutive_failures, with backoff).
 FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
-# Not counted toward max_turns: the daemon ended the turn, or no agent ran (SPEC 2.1).
+# Not counted toward max_turns: the daemon ended the turn, or no agent ran (docs/events.md §4.1).
 UNCOUNTED_OUTCOMES = frozenset({"interrupted", "lost", "spawn_failed"})
 
 
@@ -136,9 +136,9 @@ class RunRecord:
     oldest_seq: int = 1
     consecutive_failures: int = 0
     # Turns that do not count toward max_turns: ended by the daemon itself (interrupted,
-    # lost) or never started (spawn_failed) (SPEC 2.1).
+    # lost) or never started (spawn_failed) (docs/events.md §4.1).
     uncounted_turns: int = 0
-    # Once a sentinel reported test results, text summaries are no longer counted (SPEC 2.6).
+    # Once a sentinel reported test results, text summaries no longer count (docs/events.md §6).
     sentinel_tests: bool = False
     # agents.<name>.usage = "session_total": the last totals reported by the session.
     usage_baseline: dict[str, Any] | None = None

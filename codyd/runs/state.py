@@ -1,4 +1,4 @@
-"""The run state machine (SPEC 2.2): which state may follow which."""
+"""The run state machine (docs/protocol.md §5.6): which state may follow which."""
 
 from __future__ import annotations
 

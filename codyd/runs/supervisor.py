@@ -376,7 +376,7 @@ class Supervisor:
     # -- recovery ---------------------------------------------------------------------------------
 
     async def _recover(self) -> None:
-        """Bring runs left by a previous daemon to a consistent state (SPEC 2.7)."""
+        """Bring runs left by a previous daemon to a consistent state (docs/operations.md §2.3)."""
         await self._bury_lost_turns()
         for record in sorted(self.store.runs.values(), key=lambda r: r.created_at):
             if record.terminal:
@@ -467,7 +467,7 @@ class Supervisor:
 
     def _record_lost(self, record: RunRecord, n: int) -> None:
         record.stats.turns += 1
-        record.uncounted_turns += 1  # the daemon's loss, not the run's turn (SPEC 2.1)
+        record.uncounted_turns += 1  # the daemon's loss, not the run's turn (docs/events.md §4.1)
         data = {
             "outcome": "lost",
             "exit_code": None,

@@ -1,4 +1,4 @@
-"""One turn: one agent subprocess, from prompt to outcome (SPEC 2.4).
+"""One turn: one agent subprocess, from prompt to outcome (docs/agents.md §1).
 
 The agent runs in a new process group; its stdout and stderr are read
 concurrently into capped log files and through the output pipeline; watchdogs
@@ -346,7 +346,7 @@ def _start(plan: TurnPlan) -> tuple[TurnFiles | None, Started | SpawnFailure]:
         return None, SpawnFailure(message, fatal=False)
     try:
         started = spawn(plan.argv, plan.cwd, plan.env)
-        # The start time guards recovery against a reused pid (SPEC 2.7).
+        # The start time guards recovery against a reused pid (docs/operations.md §4).
         files.record_pid(started.popen.pid, started.ticks)
         return files, started
     except OSError as exc:

@@ -1,4 +1,6 @@
-"""One turn of a run as its driver runs it (SPEC 2.4): plan, output, watches, the record of its end.
+"""One turn of a run as its driver runs it (docs/agents.md §1).
+
+Its plan, output, watches, and the record of its end.
 
 :class:`~codyd.runs.turn.Turn` runs an agent subprocess and knows nothing of
 runs; this puts it in its run: the argv and environment from the spec, the

@@ -1,4 +1,4 @@
-"""How a run goes on after a turn, or before the next one: a pure decision (SPEC 2.1, 2.2).
+"""How a run goes on after a turn, or before the next one: a pure decision (docs/events.md §4.2).
 
 The run driver reads the facts (the record, the stop file, the clock) and
 applies the :class:`Verdict`; nothing here touches a file, the store or time.

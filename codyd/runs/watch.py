@@ -1,4 +1,4 @@
-"""Workspace files codyd looks at: watched logs (``log_updated``, SPEC 2.6), the stop file."""
+"""Workspace files codyd looks at: watched logs (docs/events.md §3.3) and the stop file."""
 
 from __future__ import annotations
 
