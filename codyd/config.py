@@ -70,6 +70,16 @@ class RedisMaxlen:
     global_: int = 100_000
 
 
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Who may use the HTTP listener (``[http]`` in TOML); the tokens are secrets."""
+
+    read_token: str | None = None
+    control_token: str | None = None
+    anonymous_read: bool = False
+    metrics_auth: bool = False
+
+
 def default_node() -> str:
     """The host name, reduced to the characters a node name may hold."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", gethostname()) or "localhost"
@@ -113,6 +123,8 @@ class Config:
     workspace_roots: tuple[Path, ...] = ()
     agents: Mapping[str, AgentConfig] = field(default_factory=_default_agents)
     defaults: Mapping[str, Any] = field(default_factory=_no_defaults)
+    http_listen: str | None = None
+    http: HttpConfig = HttpConfig()
 
     def summary(self) -> dict[str, Any]:
         """Every key as plain JSON-ready values, for the start-up log; no secrets."""
@@ -122,6 +134,9 @@ class Config:
             plain["redis_url"] = redact_url(self.redis_url)
         if isinstance(plain["defaults"].get("env"), dict):
             plain["defaults"]["env"] = dict.fromkeys(plain["defaults"]["env"], "***")
+        for token in ("read_token", "control_token"):
+            if plain["http"][token] is not None:
+                plain["http"][token] = "***"
         return plain
 
 
@@ -132,7 +147,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen):
+    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen | HttpConfig):
         return {item.name.rstrip("_"): _plain(getattr(value, item.name)) for item in fields(value)}
     return value
 
@@ -260,6 +275,36 @@ def _socket_mode(value: Any) -> int:
     return int(value)
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Mismatch("true or false")
+    return value
+
+
+def _token(value: Any) -> str | None:
+    if value == "":
+        return None  # lets the environment switch off a token set in the file
+    if not isinstance(value, str) or not value.isprintable() or " " in value:
+        raise _Mismatch("a string of printable characters without spaces")
+    return value
+
+
+def _listen_address(value: Any) -> str | None:
+    """``host:port`` (``[v6]:port``; a bare port or ``:port`` is on loopback), normalised."""
+    expected = 'a host:port like "127.0.0.1:8787" (port 1 to 65535)'
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Mismatch(expected)
+    host, colon, port = value.rpartition(":")
+    if not colon:
+        host, port = "", value
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or not re.fullmatch(r"[\w.:-]+", host):
+        raise _Mismatch(expected)
+    return f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+
+
 def _redis_url(value: Any) -> str | None:
     if value == "":
         return None  # lets the environment or a flag switch off a Redis set in the file
@@ -320,6 +365,11 @@ _KEYS: dict[KeyPath, _Key] = {
     ("allowed_uids",): _Key(_list_of(_integer(0), "a list of uids (integers >= 0)")),
     ("allowed_groups",): _Key(_list_of(_group, "a list of group names or gids")),
     ("workspace_roots",): _Key(_list_of(_absolute_path, "a list of absolute paths")),
+    ("http_listen",): _Key(_listen_address, verbatim=True),
+    ("http", "read_token"): _Key(_token, verbatim=True),
+    ("http", "control_token"): _Key(_token, verbatim=True),
+    ("http", "anonymous_read"): _Key(_bool),
+    ("http", "metrics_auth"): _Key(_bool),
 }
 for _name in AGENT_NAMES:
     _KEYS[("agents", _name, "bin")] = _Key(_nonempty, verbatim=True)
@@ -327,7 +377,7 @@ for _name in AGENT_NAMES:
     _KEYS[("agents", _name, "usage")] = _Key(_choice("per_turn", "session_total"), verbatim=True)
 
 _TABLES: frozenset[KeyPath] = frozenset(
-    {("event_retention",), ("redis_maxlen",), ("agents",)}
+    {("event_retention",), ("redis_maxlen",), ("agents",), ("http",)}
     | {("agents", name) for name in AGENT_NAMES}
 )
 _DEFAULTS = "defaults"
@@ -470,6 +520,8 @@ def _checked(path: KeyPath, given: _Given) -> Any:
         shown = given.value
         if path == ("redis_url",) and isinstance(shown, str):
             shown = redact_url(shown)
+        if path[-1].endswith("_token"):
+            shown = "***"  # a secret, even a malformed one, is never shown
         raise ConfigError(
             f"config key '{_dotted(path)}': expected {exc.expected}, got {_show(shown)} "
             f"(from {given.source})"
@@ -539,6 +591,7 @@ def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) 
         state_dir=top.pop("state_dir", None) or default_state_dir(env),
         event_retention=EventRetention(**table("event_retention")),
         redis_maxlen=RedisMaxlen(**maxlen),
+        http=HttpConfig(**table("http")),
         agents=MappingProxyType(agents),
         defaults=defaults,
         **top,
