@@ -125,10 +125,10 @@ class Daemon:
 
     async def run(self) -> None:
         # Claim the socket first: a daemon that cannot serve must not touch its runs.
+        if self.http is not None:
+            self.http.bind()  # first: a taken port leaves no socket file behind
         self.server.bind()
         try:
-            if self.http is not None:
-                self.http.bind()
             await self._run()
         finally:
             self.notifier.close()

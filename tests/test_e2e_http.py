@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from disk_faults import ext4_image, force_read_only
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Daemon, agent, wait_until
@@ -336,13 +337,25 @@ def test_shutdown_is_not_held_by_a_client_that_stops_reading(http: Http) -> None
         f"Authorization: Bearer {READ}\r\n\r\n".encode()
     )
     assert stuck.recv(100).startswith(b"HTTP/1.1 200")
+    follower = socket.create_connection(("127.0.0.1", http.port), timeout=10)
+    follower.sendall(
+        b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+        + f"Authorization: Bearer {READ}\r\n\r\n".encode()
+    )
+    received = b""
+    while b"retry: 2000" not in received:  # the head and the first line may come apart
+        received += follower.recv(4096)
     try:
         began = time.monotonic()
         http.daemon.signal(signal.SIGTERM)
+        while chunk := follower.recv(4096):  # the stream closes, without an `end` event
+            received += chunk
+        assert b"event: end" not in received
         assert http.daemon.wait_exit(timeout=20) == 0
         assert time.monotonic() - began < 8
     finally:
         stuck.close()
+        follower.close()
 
 
 def test_bad_http_listen_is_a_config_error(daemon_factory: Callable[..., Daemon]) -> None:
@@ -350,3 +363,44 @@ def test_bad_http_listen_is_a_config_error(daemon_factory: Callable[..., Daemon]
     daemon.start(wait=False)
     assert daemon.wait_exit() != 0
     assert "http_listen" in daemon.log()
+
+
+def test_a_taken_port_stops_the_start(daemon_factory: Callable[..., Daemon]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        daemon = daemon_factory(env={"CODYD_HTTP_LISTEN": f"127.0.0.1:{port}"}, start=False)
+        daemon.start(wait=False)
+        assert daemon.wait_exit() == 1
+    assert f"cannot listen on http_listen=127.0.0.1:{port}" in daemon.log()
+    assert not daemon.socket.exists()
+
+
+def test_readyz_says_why_while_the_store_cannot_write(http_factory: Callable[..., Http]) -> None:
+    """The kernel turns the state dir read-only: /readyz is 503 naming the store, /healthz 200,
+    and a control request is 503 overloaded with Retry-After."""
+    http = http_factory(start=False)
+    daemon = http.daemon
+    with ext4_image(daemon.state_dir):
+        daemon.start()
+        with http.client() as client:
+            assert client.get("/readyz").json() == {"ready": True}
+            run_id = client.post(
+                "/api/v1/runs",
+                json={**start_spec(daemon), "command": agent("ticker", 0.002, 500_000)},
+            ).json()["run_id"]
+            daemon.wait_event(run_id, "subprocess_output")
+            force_read_only(daemon.state_dir)
+            ready = wait_until(
+                lambda: (r := client.get("/readyz")).status_code == 503 and r, 20, "readyz 503"
+            )
+            body = ready.json()
+            assert body["ready"] is False
+            assert any("store cannot write" in reason for reason in body["reasons"]), body
+            assert client.get("/healthz").status_code == 200
+            refused = client.post(f"/api/v1/runs/{run_id}/cancel")
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert refused.json()["error"]["code"] == "overloaded"
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_exit(timeout=30)
