@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import structlog
 
-from codyd.errors import CodydError, Internal
+from codyd.errors import CodydError, Internal, Overloaded
 from codyd.protocol import Encoded, Request
-from codyd.server import Call, Connection, Peer, Server
+from codyd.server import DAEMON_SIDE_CODES, Call, Connection, Peer, Server
 
 if TYPE_CHECKING:
     from codyd.http.metrics import Metrics
@@ -43,6 +43,8 @@ STATUS_OF_CODE: dict[str, int] = {
     "overloaded": 503,
 }
 RETRY_AFTER_S = "1"
+# Streams (SSE, logs) open at once over HTTP; each holds a connection and a store reader.
+MAX_STREAMS = 256
 
 log = structlog.get_logger("codyd.http")
 
@@ -143,11 +145,16 @@ class Adapter:
     async def invoke(self, call: HttpCall) -> dict[str, Any]:
         """``{"result": ...}`` or ``{"error": {...}}``, as the socket would answer."""
         began = time.perf_counter()
-        if call.is_stream:
-            self.streams[id(call)] = call
         try:
+            if call.is_stream:
+                if len(self.streams) >= MAX_STREAMS:
+                    raise Overloaded(f"more than {MAX_STREAMS} HTTP streams are open")
+                self.streams[id(call)] = call
             response = {"result": await self.methods.dispatch(call)}
         except CodydError as exc:
+            if exc.code != "trimmed":  # as on the socket: the daemon's trouble is a warning
+                report = log.warning if exc.code in DAEMON_SIDE_CODES else log.info
+                report("HTTP request failed", method=call.request.method, code=exc.code)
             response = {"error": exc.to_wire()}
         except Exception:
             log.exception("request crashed", method=call.request.method)
