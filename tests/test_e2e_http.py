@@ -14,6 +14,8 @@ import pytest
 from disk_faults import ext4_image, force_read_only
 from prometheus_client.parser import text_string_to_metric_families
 
+from codyd.errors import CodydError
+
 from conftest import Daemon, agent, wait_until
 
 READ = "read-secret-1"
@@ -184,6 +186,27 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
 
 
 _json = {"Content-Type": "application/json"}
+
+
+def test_run_start_errors_are_the_sockets(http: Http) -> None:
+    """The same checks answer over HTTP and over the socket: code, message and data."""
+    specs: list[dict[str, Any]] = [
+        {"agent": "command"},
+        {"agent": "nope", "prompt": "p", "workspace": "/tmp"},
+        {"agent": "command", "command": ["x"], "prompt": "p", "workspace": "relative"},
+    ]
+    with http.client() as client:
+        for spec in specs:
+            over_http = client.post("/api/v1/runs", json=spec)
+            with pytest.raises(CodydError) as over_socket:
+                http.daemon.call("run.start", spec)
+            assert over_http.status_code == 400
+            error = over_http.json()["error"]
+            assert (error["code"], error["message"], error["data"]) == (
+                over_socket.value.code,
+                over_socket.value.message,
+                over_socket.value.data,
+            )
 
 
 def test_body_over_max_frame_bytes_is_413(http_factory: Callable[..., Http]) -> None:

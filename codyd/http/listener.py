@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 MAX_HEAD_BYTES = 16 * 1024
 KEEP_ALIVE_S = 5.0
-GRACE_S = 1.0
+GRACE_S = 0.5  # within the second the daemon keeps for what follows the turns
 BACKLOG = 512
 
 
