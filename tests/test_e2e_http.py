@@ -336,6 +336,9 @@ def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
             with client.stream("GET", "/api/v1/events", headers={"Accept": "text/event-stream"}):
                 pass  # gone before reading a byte
             assert client.get("/readyz").status_code == 200
+            # The daemon ended that stream (it is counted once it has ended).
+            ended = 'codyd_rpc_requests_total{code="ok",method="run.events"} 1.0'
+            wait_until(lambda: ended in client.get("/metrics").text, 10, "the stream to end")
         assert time.monotonic() - began < 10
     finally:
         for sock in idle:
@@ -427,3 +430,25 @@ def test_readyz_says_why_while_the_store_cannot_write(http_factory: Callable[...
             assert refused.json()["error"]["code"] == "overloaded"
         daemon.signal(signal.SIGTERM)
         daemon.wait_exit(timeout=30)
+
+
+def test_a_stream_nobody_reads_slows_no_run(http: Http) -> None:
+    """An all-runs stream whose client never reads: runs go on, other streams are served."""
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.connect(("127.0.0.1", http.port))
+    stuck.sendall(
+        b"GET /api/v1/events?after=0 HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+        + f"Authorization: Bearer {READ}\r\n\r\n".encode()
+    )
+    try:
+        with http.client() as client:
+            chatty = agent("sentinel_stream", 100_000, 20_000)  # megabytes of events
+            spec = {**start_spec(http.daemon), "command": chatty}
+            run_id = client.post("/api/v1/runs", json=spec).json()["run_id"]
+            http.daemon.wait_state(run_id, "completed", timeout=30)
+            lines = _sse_lines(client, f"/api/v1/runs/{run_id}/events?after=0")
+            assert sum(line.startswith("id: ") for line in lines) > 20_000
+            assert lines[-2] == "event: end"
+    finally:
+        stuck.close()
