@@ -42,11 +42,11 @@ class Http:
 
 @pytest.fixture
 def http_factory(daemon_factory: Callable[..., Daemon]) -> Iterator[Callable[..., Http]]:
-    def make(env: dict[str, str] | None = None, **kwargs: Any) -> Http:
+    def make(env: dict[str, str] | None = None, host: str = "127.0.0.1", **kwargs: Any) -> Http:
         port = free_port()
         daemon = daemon_factory(
             env={
-                "CODYD_HTTP_LISTEN": f"127.0.0.1:{port}",
+                "CODYD_HTTP_LISTEN": f"{host}:{port}",
                 "CODYD_HTTP__READ_TOKEN": READ,
                 "CODYD_HTTP__CONTROL_TOKEN": CONTROL,
                 "CODYD_KEEPALIVE_S": "0.5",
@@ -346,12 +346,17 @@ def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
     wait_until(lambda: http.daemon.call("daemon.info")["pid"], 10, "the daemon to answer")
 
 
-def test_shutdown_is_not_held_by_a_client_that_stops_reading(http: Http) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_shutdown_is_not_held_by_a_client_that_stops_reading(
+    http_factory: Callable[..., Http], host: str
+) -> None:
     """A response the client never reads (megabytes of log) does not hold the shutdown.
 
     The daemon writes until the socket buffers are full and its write waits; at
-    shutdown the listener cuts the connection after its grace.
+    shutdown the listener cuts the connection after its grace (also when it listens
+    on every address, and its connections' local address is not the one it bound).
     """
+    http = http_factory(host=host)
     with http.client() as client:
         run_id = client.post("/api/v1/runs", json=start_spec(http.daemon, 400_000)).json()["run_id"]
     http.daemon.wait_state(run_id, "completed")

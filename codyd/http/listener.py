@@ -34,6 +34,7 @@ MAX_HEAD_BYTES = 16 * 1024
 KEEP_ALIVE_S = 5.0
 GRACE_S = 0.5  # within the second the daemon keeps for what follows the turns
 BACKLOG = 512
+WILDCARDS = frozenset({"0.0.0.0", "::"})
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -114,6 +115,13 @@ class HttpListener:
         finally:
             self._cut_connections()
 
+    def _accepted_here(self, sock: socket.socket) -> bool:
+        """A socket of this listener: its port, and its address unless bound to every one."""
+        assert self._bound is not None
+        host, port = sock.getsockname()[:2]
+        bound_host, bound_port = self._bound
+        return bool(port == bound_port and (bound_host in WILDCARDS or host == bound_host))
+
     def _cut_connections(self) -> None:
         """Shut down every accepted socket of the listener, whatever its task is doing.
 
@@ -132,7 +140,7 @@ class HttpListener:
                 if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                     continue
                 with socket.socket(fileno=os.dup(fd)) as sock:
-                    if sock.type != socket.SOCK_STREAM or sock.getsockname()[:2] != self._bound:
+                    if sock.type != socket.SOCK_STREAM or not self._accepted_here(sock):
                         continue
                     sock.getpeername()  # the listening socket has no peer: skipped
                     sock.shutdown(socket.SHUT_RDWR)
