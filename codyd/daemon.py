@@ -124,9 +124,10 @@ class Daemon:
         }
 
     async def run(self) -> None:
-        # Claim the socket first: a daemon that cannot serve must not touch its runs.
+        # Claim the port and the socket first: a daemon that cannot serve must not touch its
+        # runs. The port before the socket, so that a taken port leaves no socket file behind.
         if self.http is not None:
-            self.http.bind()  # first: a taken port leaves no socket file behind
+            self.http.bind()
         self.server.bind()
         try:
             await self._run()
