@@ -119,9 +119,17 @@ def test_auth_statuses(http: Http) -> None:
 
 
 def test_no_token_refuses_api_unless_anonymous_read(http_factory: Callable[..., Http]) -> None:
-    closed = http_factory(env={"CODYD_HTTP__READ_TOKEN": "", "CODYD_HTTP__CONTROL_TOKEN": ""})
+    closed = http_factory(
+        env={
+            "CODYD_HTTP__READ_TOKEN": "",
+            "CODYD_HTTP__CONTROL_TOKEN": "",
+            "CODYD_HTTP__METRICS_AUTH": "true",
+        }
+    )
     with closed.client(token=None) as client:
         assert client.get("/api/v1/runs").status_code == 401
+        assert client.get("/metrics").status_code == 401
+        assert client.get("/healthz").status_code == 200
     open_ = http_factory(
         env={
             "CODYD_HTTP__READ_TOKEN": "",
