@@ -149,6 +149,36 @@ def _redis_url(value: Any) -> str | None:
     return value
 
 
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Mismatch("true or false")
+    return value
+
+
+def _token(value: Any) -> str | None:
+    if value == "":
+        return None  # lets the environment switch off a token set in the file
+    if not isinstance(value, str) or not value.isprintable() or " " in value:
+        raise _Mismatch("a string of printable characters without spaces")
+    return value
+
+
+def _listen_address(value: Any) -> str | None:
+    """``host:port`` (``[v6]:port``; a bare port or ``:port`` is on loopback), normalised."""
+    expected = 'a host:port like "127.0.0.1:8787" (port 1 to 65535)'
+    if value == "":
+        return None
+    if not isinstance(value, str):
+        raise _Mismatch(expected)
+    host, colon, port = value.rpartition(":")
+    if not colon:
+        host, port = "", value
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or not re.fullmatch(r"[\w.:-]+", host):
+        raise _Mismatch(expected)
+    return f"[{host}]:{int(port)}" if ":" in host else f"{host}:{int(port)}"
+
+
 def _list_of(item: Check, expected: str) -> Check:
     def check(value: Any) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
@@ -202,6 +232,16 @@ class RedisMaxlen:
 
     run: int = field(default=10_000, metadata=_setting(_integer(1)))
     global_: int = field(default=100_000, metadata=_setting(_integer(1)))
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Who may use the HTTP listener (``[http]`` in TOML); the tokens are secrets."""
+
+    read_token: str | None = field(default=None, metadata=_setting(_token, verbatim=True))
+    control_token: str | None = field(default=None, metadata=_setting(_token, verbatim=True))
+    anonymous_read: bool = field(default=False, metadata=_setting(_bool))
+    metrics_auth: bool = field(default=False, metadata=_setting(_bool))
 
 
 def default_node() -> str:
@@ -266,6 +306,8 @@ class Config:
         default_factory=_default_agents, metadata=_table(AgentConfig) | {"per_agent": True}
     )
     defaults: Mapping[str, Any] = field(default_factory=_no_defaults)  # checked by codyd.spec
+    http_listen: str | None = field(default=None, metadata=_setting(_listen_address, verbatim=True))
+    http: HttpConfig = field(default=HttpConfig(), metadata=_table(HttpConfig))
 
     def summary(self) -> dict[str, Any]:
         """Every key as plain JSON-ready values, for the start-up log; no secrets."""
@@ -275,6 +317,9 @@ class Config:
             plain["redis_url"] = redact_url(self.redis_url)
         if isinstance(plain["defaults"].get("env"), dict):
             plain["defaults"]["env"] = dict.fromkeys(plain["defaults"]["env"], "***")
+        for token in ("read_token", "control_token"):
+            if plain["http"][token] is not None:
+                plain["http"][token] = "***"
         return plain
 
 
@@ -285,7 +330,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen):
+    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen | HttpConfig):
         return {item.name.rstrip("_"): _plain(getattr(value, item.name)) for item in fields(value)}
     return value
 
@@ -496,6 +541,8 @@ def _checked(path: KeyPath, given: _Given) -> Any:
         shown = given.value
         if path == ("redis_url",) and isinstance(shown, str):
             shown = redact_url(shown)
+        if path[-1].endswith("_token"):
+            shown = "***"  # a secret, even a malformed one, is never shown
         raise ConfigError(
             f"config key '{_dotted(path)}': expected {exc.expected}, got {_toml_repr(shown)} "
             f"(from {given.source})"
@@ -565,6 +612,7 @@ def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) 
         state_dir=top.pop("state_dir", None) or default_state_dir(env),
         event_retention=EventRetention(**table("event_retention")),
         redis_maxlen=RedisMaxlen(**maxlen),
+        http=HttpConfig(**table("http")),
         agents=MappingProxyType(agents),
         defaults=defaults,
         **top,

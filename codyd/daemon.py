@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
@@ -26,6 +26,9 @@ from codyd.runs.supervisor import Supervisor
 from codyd.server import Server
 from codyd.store import Store, open_store
 from codyd.systemd import Notifier
+
+if TYPE_CHECKING:
+    from codyd.http import HttpListener
 
 log = structlog.get_logger("codyd")
 
@@ -90,6 +93,14 @@ class Daemon:
                 started_at=self.started_at,
                 active_runs=self.supervisor.active_runs,
             )
+        self.http: HttpListener | None = None
+        if config.http_listen is not None:
+            from codyd.http import HttpListener  # the ASGI stack loads only when it is on
+
+            self.http = HttpListener(self, config.http_listen)
+            store.on_append = self.http.metrics.observe_event
+            self.server.on_response = self.http.metrics.observe_request
+        self.recovered = False
         self.stopping = False
         self._shutdown = trio.Event()
         self._shutdown_reason = ""
@@ -114,7 +125,10 @@ class Daemon:
         }
 
     async def run(self) -> None:
-        # Claim the socket first: a daemon that cannot serve must not touch its runs.
+        # Claim the port and the socket first: a daemon that cannot serve must not touch its
+        # runs. The port before the socket, so that a taken port leaves no socket file behind.
+        if self.http is not None:
+            self.http.bind()
         self.server.bind()
         try:
             await self._run()
@@ -126,11 +140,15 @@ class Daemon:
             nursery.start_soon(self._watch_signals)
             nursery.start_soon(procs.reaper, CHILDREN.owns)
             await nursery.start(self.supervisor.run)
+            self.recovered = True
             if self.mirror is not None:
                 await nursery.start(self.mirror.run)
             server_scope = trio.CancelScope()
             await nursery.start(self._serve, server_scope)
             log.info("listening", socket=str(self.config.socket))
+            if self.http is not None:
+                await nursery.start(self.http.run)
+                log.info("listening for HTTP", address=self.config.http_listen)
             self.notifier.notify("READY=1", "STATUS=ready")
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._renew_leases)
@@ -156,6 +174,8 @@ class Daemon:
             for call in list(connection.calls.values()):
                 if call.is_stream:
                     call.end("shutdown")
+        if self.http is not None:
+            self.http.end_streams()
         # Within the bound: the turns' stop, then up to 2 s for leases, 1 s for the rest.
         grace = self.supervisor.max_sigkill_delay() + SHUTDOWN_MARGIN_S - 3.0
         await self.supervisor.shutdown(grace)
@@ -168,6 +188,8 @@ class Daemon:
         with trio.move_on_after(STREAMS_FINAL_ANSWER_S):
             await self.server.wait_calls_done()
         server_scope.cancel()
+        if self.http is not None:
+            self.http.close()
         log.info("socket closed", path=str(self.config.socket))
 
     async def _watch_signals(self) -> None:

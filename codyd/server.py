@@ -27,6 +27,7 @@ import socket as stdsocket
 import stat
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -289,7 +290,10 @@ class Connection:
     async def _run_call(self, call: Call) -> None:
         self.server.call_began()
         try:
+            began = time.perf_counter()
             response = await self._respond(call)
+            if self.server.on_response is not None:
+                self.server.on_response(call.request.method, response, time.perf_counter() - began)
             # Out of the table before the answer leaves: the client may reuse the id at once.
             self.calls.pop(call.request.id, None)
             await self.send(response)
@@ -352,6 +356,8 @@ class Server:
         self.path = config.socket
         # Checked before each request so a quiet daemon pays nothing for debug logging.
         self.debug = config.log_level == "debug"
+        # Told of every answered request: (method, response, seconds); the metrics count them.
+        self.on_response: Callable[[str, dict[str, Any], float], None] | None = None
         self._sock: trio.socket.SocketType | None = None
         self._listening: stdsocket.socket | None = None
         # Held so that, out of descriptors, one can be freed to answer a waiting client.

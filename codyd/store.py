@@ -254,6 +254,8 @@ class Store:
         self._committed_seqs: dict[str, int] = {}
         self.health = StoreHealth()
         self._writable_again = trio.Event()
+        # Told of every event appended (the metrics count turns from it); None costs nothing.
+        self.on_append: Callable[[RunRecord, Event], None] | None = None
         # (st_dev, st_ino) of the file the writer has open: a path naming another file
         # (deleted, replaced) must not be written through the old handle.
         self._identity: tuple[int, int] | None = None
@@ -398,6 +400,8 @@ class Store:
         self._grown.add(record.run_id)
         self._retention_due.set()
         self.save(record)
+        if self.on_append is not None:
+            self.on_append(record, event)
         return event
 
     def compare_and_set(
