@@ -44,7 +44,7 @@ from codyd.http.metrics import CONTENT_TYPE, Metrics
 from codyd.http.streams import EventPage, EventStream, LogBytes
 
 if TYPE_CHECKING:
-    from codyd.daemon import Daemon
+    from codyd.http.view import HttpDaemon
 
 API = "/api/v1"
 SSE_RETRY_MS = 2000
@@ -85,7 +85,7 @@ def _query(request: Request, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 class HttpApi:
-    def __init__(self, daemon: Daemon, adapter: Adapter, metrics: Metrics) -> None:
+    def __init__(self, daemon: HttpDaemon, adapter: Adapter, metrics: Metrics) -> None:
         self.daemon = daemon
         self.adapter = adapter
         self.metrics = metrics

@@ -22,13 +22,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from hypercorn.typing import ASGIFramework
 
+from codyd.errors import StartupError
 from codyd.http.adapter import Adapter
 from codyd.http.app import HttpApi
 from codyd.http.metrics import Metrics
-from codyd.server import StartupError
 
 if TYPE_CHECKING:
-    from codyd.daemon import Daemon
+    from codyd.http.view import HttpDaemon
 
 MAX_HEAD_BYTES = 16 * 1024
 KEEP_ALIVE_S = 5.0
@@ -44,7 +44,7 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 class HttpListener:
-    def __init__(self, daemon: Daemon, address: str) -> None:
+    def __init__(self, daemon: HttpDaemon, address: str) -> None:
         self.address = address
         self.metrics = Metrics(daemon, daemon.methods.table)
         self.adapter = Adapter(daemon.methods, daemon.server, self.metrics)

@@ -26,7 +26,7 @@ from codyd.events import Event
 from codyd.runs.record import RunRecord
 
 if TYPE_CHECKING:
-    from codyd.daemon import Daemon
+    from codyd.http.view import HttpDaemon
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # A turn lasts seconds to hours.
@@ -41,7 +41,7 @@ UNKNOWN_METHOD = "unknown"  # the label of any method codyd does not have: clien
 
 
 class Metrics:
-    def __init__(self, daemon: Daemon, methods: Iterable[str]) -> None:
+    def __init__(self, daemon: HttpDaemon, methods: Iterable[str]) -> None:
         # A `_created` series per label set would double what a scrape carries, for nothing
         # Prometheus uses: counters here start with the daemon (codyd_build_info says when).
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -113,7 +113,7 @@ class Metrics:
 class _StateCollector(Collector):
     """The gauges, and the counters kept elsewhere, read when scraped."""
 
-    def __init__(self, daemon: Daemon) -> None:
+    def __init__(self, daemon: HttpDaemon) -> None:
         self.daemon = daemon
         self.first_gid = daemon.store.next_gid
 
