@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 import msgpack
 
 from codyctl.client import Client
-from codyd.runs.state import TERMINAL_EVENTS
+from codyd.model.state import TERMINAL_EVENTS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent

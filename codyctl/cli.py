@@ -29,8 +29,8 @@ from codyctl.follow import (
     run_stream,
 )
 from codyd.errors import CodydError, InvalidParams, NotFound
+from codyd.model.state import TERMINAL, TERMINAL_EVENTS, State
 from codyd.protocol import AGENTS, MAX_LIST_LIMIT
-from codyd.runs.state import TERMINAL, TERMINAL_EVENTS, State
 
 EXIT_DAEMON_ERROR = 1
 EXIT_USAGE = 2

@@ -15,9 +15,9 @@ from codyd.checks import MAX_INT64, is_int_in, is_str_map
 from codyd.config import Config
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
 from codyd.events import Event
+from codyd.model.record import RunRecord
+from codyd.model.state import Phase, State
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
-from codyd.runs.record import RunRecord
-from codyd.runs.state import Phase, State
 from codyd.runs.supervisor import Supervisor
 from codyd.server import OUT_OF_DESCRIPTORS, Call
 from codyd.store import Store

@@ -28,8 +28,8 @@ import trio
 
 from codyd.errors import InvalidState, Overloaded, StartupFailure
 from codyd.events import EVENT_TYPES, Event
-from codyd.runs.record import RunRecord
-from codyd.runs.state import TERMINAL, State, can_transition
+from codyd.model.record import RunRecord
+from codyd.model.state import TERMINAL, State, can_transition
 
 log = structlog.get_logger("codyd.store")
 

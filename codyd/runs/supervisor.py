@@ -20,11 +20,11 @@ import trio
 from codyd.config import Config
 from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
 from codyd.leases import Leases, LocalLeases, RedisLeases
+from codyd.model.record import RunRecord
+from codyd.model.state import Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
-from codyd.runs.record import RunRecord
 from codyd.runs.spawn import CHILDREN
-from codyd.runs.state import Phase, State
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
 from codyd.store import Store
@@ -292,7 +292,7 @@ class Supervisor:
                 record, {State.RUNNING}, State.PAUSING, ("run_pausing", {"reason": reason})
             )
             if now:
-                driver.stop_turn("aborted")
+                driver.stop_turn(Outcome.ABORTED)
         else:
             self._pause_now(record, reason)
             driver.wake()
@@ -461,7 +461,7 @@ class Supervisor:
             record = self.store.runs.get(run_id)
             (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
             if (run_id, n) in known:
-                self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
+                self.store.save_turn(run_id, n, ended_at=time.time(), outcome=Outcome.LOST)
                 if record is not None:
                     self._record_lost(record, n)
 
@@ -469,7 +469,7 @@ class Supervisor:
         record.stats.turns += 1
         record.uncounted_turns += 1  # the daemon's loss, not the run's turn (docs/events.md §4.1)
         data = {
-            "outcome": "lost",
+            "outcome": Outcome.LOST,
             "exit_code": None,
             "duration_ms": None,
             "tokens": {"input": 0, "output": 0, "cached": 0},

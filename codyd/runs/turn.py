@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 import trio
 
+from codyd.model.state import Outcome
 from codyd.runs import procs
 from codyd.runs.output import CappedLog
 from codyd.runs.prompt import BuiltPrompt, PromptError, build_prompt
@@ -50,7 +51,7 @@ FATAL_SPAWN_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno
 
 @dataclass(slots=True)
 class TurnResult:
-    outcome: str
+    outcome: Outcome
     exit_code: int | None
     duration_ms: int
     stderr_tail: str | None = None
@@ -146,7 +147,7 @@ class Turn:
         self.plan = plan
         self.hooks = hooks
         self.pid: int | None = None
-        self.stop_outcome: str | None = None
+        self.stop_outcome: Outcome | None = None
         self.stop_requested_at: float | None = None  # time.monotonic() of the first request
         self._stop_requested = trio.Event()
         self._stop_done = trio.Event()
@@ -155,7 +156,7 @@ class Turn:
         self._stderr_tail = bytearray()
         self._mark = procs.TurnMark(plan.run_id, plan.n, plan.cwd)
 
-    def request_stop(self, outcome: str) -> None:
+    def request_stop(self, outcome: Outcome) -> None:
         """Ask the turn to stop its agent; the first reason given is its outcome."""
         if self.stop_outcome is None:
             self.stop_outcome = outcome
@@ -205,9 +206,9 @@ class Turn:
         self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
-        outcome = self.stop_outcome or ("ok" if exit_code == 0 else "error")
+        outcome = self.stop_outcome or (Outcome.OK if exit_code == 0 else Outcome.ERROR)
         tail = None
-        if outcome != "ok":
+        if outcome != Outcome.OK:
             tail = bytes(self._stderr_tail).decode("utf-8", "replace")
         return TurnResult(outcome, exit_code, duration_ms, stderr_tail=tail)
 
@@ -297,7 +298,7 @@ class Turn:
                 break
             now = trio.current_time()
             if now >= deadline:
-                self.request_stop("timed_out")
+                self.request_stop(Outcome.TIMED_OUT)
                 break
             idle = now - self._last_output
             if idle >= plan.stall_timeout_s:
@@ -305,7 +306,7 @@ class Turn:
                     await trio.sleep(STALL_RECHECK_S)  # the readers' turn first
                     continue
                 self.hooks.on_event("stall_detected", {"idle_s": round(idle, 3)})
-                self.request_stop("stalled")
+                self.request_stop(Outcome.STALLED)
                 break
         if self._stopping:
             return
@@ -323,7 +324,9 @@ class SpawnFailure:
     fatal: bool
 
     def result(self) -> TurnResult:
-        return TurnResult("spawn_failed", None, 0, error_message=self.message, fatal=self.fatal)
+        return TurnResult(
+            Outcome.SPAWN_FAILED, None, 0, error_message=self.message, fatal=self.fatal
+        )
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -397,14 +400,14 @@ def read_prompt(spec: RunSpec) -> BuiltPrompt | TurnResult:
     """
     if not os.path.isdir(spec.workspace):
         message = workspace_gone(spec.workspace)
-        return TurnResult("spawn_failed", None, 0, error_message=message, fatal=True)
+        return TurnResult(Outcome.SPAWN_FAILED, None, 0, error_message=message, fatal=True)
     try:
         return build_prompt(spec)
     except PromptError as exc:
-        return TurnResult("error", None, 0, error_message=str(exc))
+        return TurnResult(Outcome.ERROR, None, 0, error_message=str(exc))
 
 
-def turn_completed_data(outcome: str, error_message: str | None) -> dict[str, Any]:
+def turn_completed_data(outcome: Outcome, error_message: str | None) -> dict[str, Any]:
     """A ``turn_completed`` event's data, the counts left at zero."""
     return {
         "outcome": outcome,
