@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 import trio
 
+from codyd.model.layout import PID_FILE, PROMPT_FILE, log_file_name
 from codyd.model.state import Outcome
 from codyd.runs import procs
 from codyd.runs.output import CappedLog
@@ -110,15 +111,15 @@ class TurnFiles:
 
     def __init__(self, plan: TurnPlan) -> None:
         plan.turn_dir.mkdir(parents=True, exist_ok=True)
-        (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
-        self.pid_path = plan.turn_dir / "turn.pid"
+        (plan.turn_dir / PROMPT_FILE).write_bytes(plan.prompt)
+        self.pid_path = plan.turn_dir / PID_FILE
         self.pid_error: OSError | None = None
         self._pid_fd = os.open(
             self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
         )
         try:
-            self.stdout = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
-            self.stderr = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
+            self.stdout = CappedLog(plan.turn_dir / log_file_name("stdout"), plan.max_log_bytes)
+            self.stderr = CappedLog(plan.turn_dir / log_file_name("stderr"), plan.max_log_bytes)
         except BaseException:
             if hasattr(self, "stdout"):
                 self.stdout.close()
