@@ -802,6 +802,27 @@ class Store:
         rows = await self.read("SELECT value FROM kv WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
+    # -- the local lease table (docs/redis.md, "Leases"; without Redis) ------------------------
+
+    def lease_take(self, run_id: str, holder: str, expires_at: float) -> None:
+        """``holder`` holds the lease of ``run_id`` now (an earlier holder's is taken over)."""
+        self.execute_later(
+            "INSERT INTO leases (run_id, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET holder = excluded.holder, "
+            "expires_at = excluded.expires_at",
+            (run_id, holder, expires_at),
+        )
+
+    def lease_renew(self, holder: str, expires_at: float) -> None:
+        """Every lease ``holder`` holds lasts until ``expires_at``."""
+        self.execute_later(
+            "UPDATE leases SET expires_at = ? WHERE holder = ?", (expires_at, holder)
+        )
+
+    def lease_release(self, run_id: str, holder: str) -> None:
+        """The lease of ``run_id`` is gone, if ``holder`` still held it."""
+        self.execute_later("DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, holder))
+
     # -- retention -------------------------------------------------------------------------
 
     def apply_retention(self, max_events_per_run: int, max_runs: int) -> None:
