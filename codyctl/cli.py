@@ -442,7 +442,7 @@ def known_types(
 ) -> tuple[str, ...]:
     if not values:
         return values
-    from codyd.events import EVENT_TYPES
+    from codyd.model.events import EVENT_TYPES
 
     unknown = [value for value in values if value not in EVENT_TYPES]
     if unknown:

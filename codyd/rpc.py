@@ -14,7 +14,7 @@ from codyd import __version__
 from codyd.checks import MAX_INT64, is_int_in, is_str_map
 from codyd.config import Config
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
-from codyd.events import Event
+from codyd.model.events import Event
 from codyd.model.layout import LOG_STREAMS
 from codyd.model.record import RunRecord
 from codyd.model.state import Phase, State

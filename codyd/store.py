@@ -27,7 +27,7 @@ import structlog
 import trio
 
 from codyd.errors import InvalidState, Overloaded, StartupFailure
-from codyd.events import EVENT_TYPES, Event
+from codyd.model.events import EVENT_TYPES, Event
 from codyd.model.record import RunRecord
 from codyd.model.state import TERMINAL, State, can_transition
 

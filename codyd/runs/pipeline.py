@@ -24,7 +24,7 @@ import trio
 
 from codyd.agents import Adapter, Parsed
 from codyd.config import AgentConfig
-from codyd.events import LIFECYCLE_TYPES
+from codyd.model.events import LIFECYCLE_TYPES
 from codyd.model.record import RunRecord, Tokens
 from codyd.model.state import Outcome
 from codyd.redact import redact_text, redact_value
