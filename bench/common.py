@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypeVar
 import msgpack
 
 from codyctl.client import Client
-from codyd.runs.state import TERMINAL_EVENTS
+from codyd.model.layout import StateLayout
+from codyd.model.state import TERMINAL_EVENTS
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -269,7 +270,7 @@ class Daemon(ServerProcess):
     state_dir: Path = field(default_factory=Path)
 
     def turn_dir(self, run_id: str, turn: int) -> Path:
-        return self.state_dir / "runs" / run_id / "turns" / str(turn)
+        return StateLayout(self.state_dir).turn_dir(run_id, turn)
 
     def workspace(self, name: str) -> Path:
         path = self.state_dir.parent / name

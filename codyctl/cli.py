@@ -29,8 +29,8 @@ from codyctl.follow import (
     run_stream,
 )
 from codyd.errors import CodydError, InvalidParams, NotFound
+from codyd.model.state import TERMINAL, TERMINAL_EVENTS, State
 from codyd.protocol import AGENTS, MAX_LIST_LIMIT
-from codyd.runs.state import TERMINAL, TERMINAL_EVENTS, State
 
 EXIT_DAEMON_ERROR = 1
 EXIT_USAGE = 2
@@ -442,7 +442,7 @@ def known_types(
 ) -> tuple[str, ...]:
     if not values:
         return values
-    from codyd.events import EVENT_TYPES
+    from codyd.model.events import EVENT_TYPES
 
     unknown = [value for value in values if value not in EVENT_TYPES]
     if unknown:

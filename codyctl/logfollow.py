@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from codyctl.follow import EventCursor, Item, ItemHandler, LogCursor, Settings, run_stream
-from codyd.runs.state import TERMINAL
+from codyd.model.state import TERMINAL
 
 # How often to look again at a turn that codyd is still spawning.
 SPAWN_POLL_S = 0.05

@@ -19,6 +19,7 @@ from codyd import __version__
 from codyd.config import Config
 from codyd.errors import StartupFailure
 from codyd.mirror import DISABLED_STATUS, Mirror
+from codyd.model.layout import StateLayout
 from codyd.rpc import Methods
 from codyd.runs import procs
 from codyd.runs.spawn import CHILDREN
@@ -48,7 +49,7 @@ class StateDirUnusable(StartupFailure):
 @contextlib.contextmanager
 def lock_state_dir(state_dir: Path) -> Iterator[None]:
     """Hold the state directory exclusively while the daemon lives (docs/configuration.md)."""
-    lock_path = state_dir / "codyd.lock"
+    lock_path = StateLayout(state_dir).lock
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -225,7 +226,7 @@ class Daemon:
         period = self.config.heartbeat_s
         if self.notifier.watchdog_s is not None:
             period = min(period, self.notifier.watchdog_s / 2)
-        path = self.config.state_dir / "heartbeat"
+        path = StateLayout(self.config.state_dir).heartbeat
         failing = False
         while True:
             active = self.supervisor.active_runs()
@@ -266,7 +267,7 @@ def _write_heartbeat(path: Path, payload: dict[str, Any], failing: bool) -> bool
 
 
 async def serve(config: Config) -> None:
-    store_path = config.state_dir / "codyd.db"
+    store_path = StateLayout(config.state_dir).db
     async with open_store(
         store_path,
         max_events_per_run=config.event_retention.max_events_per_run,

@@ -56,30 +56,20 @@ class LocalLeases:
         """Take the lease of ``run_id`` (a lease of an earlier incarnation is taken over)."""
         if run_id in self.held:
             return None  # asked again before each turn: already ours, renewed with the rest
-        self.store.execute_later(
-            "INSERT INTO leases (run_id, holder, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(run_id) DO UPDATE SET holder = excluded.holder, "
-            "expires_at = excluded.expires_at",
-            (run_id, self.holder, time.time() + self.ttl_s),
-        )
+        self.store.lease_take(run_id, self.holder, time.time() + self.ttl_s)
         self.held.add(run_id)
         log.info("lease gained", run_id=run_id, holder=self.holder)
         return None
 
     async def renew_all(self) -> dict[str, str]:
         if self.held:
-            self.store.execute_later(
-                "UPDATE leases SET expires_at = ? WHERE holder = ?",
-                (time.time() + self.ttl_s, self.holder),
-            )
+            self.store.lease_renew(self.holder, time.time() + self.ttl_s)
         return {}
 
     async def release(self, run_id: str) -> None:
         if run_id in self.held:
             self.held.discard(run_id)
-            self.store.execute_later(
-                "DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, self.holder)
-            )
+            self.store.lease_release(run_id, self.holder)
             log.info("lease released", run_id=run_id, holder=self.holder)
 
 

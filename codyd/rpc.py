@@ -14,10 +14,11 @@ from codyd import __version__
 from codyd.checks import MAX_INT64, is_int_in, is_str_map
 from codyd.config import Config
 from codyd.errors import InvalidParams, NotFound, Overloaded, Trimmed, UnknownMethod
-from codyd.events import Event
+from codyd.model.events import Event
+from codyd.model.layout import LOG_STREAMS
+from codyd.model.record import RunRecord
+from codyd.model.state import Phase, State
 from codyd.protocol import MAX_LIST_LIMIT, PROTOCOL_VERSION, Encoded
-from codyd.runs.record import RunRecord
-from codyd.runs.state import Phase, State
 from codyd.runs.supervisor import Supervisor
 from codyd.server import OUT_OF_DESCRIPTORS, Call
 from codyd.store import Store
@@ -305,13 +306,13 @@ class Methods:
         if turn is None:
             turn = record.current_turn
         stream = params.get("stream", "stdout") or "stdout"
-        if stream not in ("stdout", "stderr"):
+        if stream not in LOG_STREAMS:
             raise InvalidParams("stream", f"expected 'stdout' or 'stderr', got {stream!r}")
         offset = opt_int(params, "offset") or 0
         follow = opt_bool(params, "follow")
         if turn == 0 or turn > record.current_turn:
             raise NotFound(f"run {record.run_id} has no turn {turn} yet")
-        log_file = _LogFile(self.supervisor.turn_dir(record.run_id, turn) / f"{stream}.log")
+        log_file = _LogFile(self.supervisor.layout.turn_log(record.run_id, turn, stream))
         with log_file:
             return await self._follow_log(call, record, log_file, turn, stream, offset, follow)
 

@@ -27,9 +27,9 @@ import structlog
 import trio
 
 from codyd.errors import InvalidState, Overloaded, StartupFailure
-from codyd.events import EVENT_TYPES, Event
-from codyd.runs.record import RunRecord
-from codyd.runs.state import TERMINAL, State, can_transition
+from codyd.model.events import EVENT_TYPES, Event
+from codyd.model.record import RunRecord
+from codyd.model.state import TERMINAL, State, can_transition
 
 log = structlog.get_logger("codyd.store")
 
@@ -805,6 +805,27 @@ class Store:
     async def kv_get(self, key: str) -> str | None:
         rows = await self.read("SELECT value FROM kv WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
+
+    # -- the local lease table (docs/redis.md, "Leases"; without Redis) ------------------------
+
+    def lease_take(self, run_id: str, holder: str, expires_at: float) -> None:
+        """``holder`` holds the lease of ``run_id`` now (an earlier holder's is taken over)."""
+        self.execute_later(
+            "INSERT INTO leases (run_id, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(run_id) DO UPDATE SET holder = excluded.holder, "
+            "expires_at = excluded.expires_at",
+            (run_id, holder, expires_at),
+        )
+
+    def lease_renew(self, holder: str, expires_at: float) -> None:
+        """Every lease ``holder`` holds lasts until ``expires_at``."""
+        self.execute_later(
+            "UPDATE leases SET expires_at = ? WHERE holder = ?", (expires_at, holder)
+        )
+
+    def lease_release(self, run_id: str, holder: str) -> None:
+        """The lease of ``run_id`` is gone, if ``holder`` still held it."""
+        self.execute_later("DELETE FROM leases WHERE run_id = ? AND holder = ?", (run_id, holder))
 
     # -- retention -------------------------------------------------------------------------
 

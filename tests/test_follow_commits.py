@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from codyd.runs.record import RunRecord
+from codyd.model.record import RunRecord
 from codyd.spec import parse_run_spec
 from codyd.store import open_store
 

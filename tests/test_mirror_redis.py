@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 from codyd.config import load_config
 from codyd.mirror import Mirror
 from codyd.mirror.redis_io import RedisLink
-from codyd.runs.record import RunRecord
+from codyd.model.record import RunRecord
 from codyd.spec import parse_run_spec
 from codyd.store import Store, open_store
 

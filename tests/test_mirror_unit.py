@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.connection import Connection
 
-from codyd.events import Event
 from codyd.mirror.backoff import Backoff
 from codyd.mirror.batch import (
     BatchRejected,
@@ -35,8 +34,9 @@ from codyd.mirror.fields import (
 from codyd.mirror.keys import Keys
 from codyd.mirror.repair import Hold, Repairs, StreamInfo, is_ours, resume_after, stream_info
 from codyd.mirror.resp import pack_command, pack_entry_fields, pack_xadd, xadd_head
-from codyd.runs.record import RunRecord
-from codyd.runs.state import State
+from codyd.model.events import Event
+from codyd.model.record import RunRecord
+from codyd.model.state import State
 from codyd.spec import parse_run_spec
 
 KEYS = Keys("p:")

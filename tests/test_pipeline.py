@@ -11,6 +11,8 @@ import trio
 
 from codyd.agents import adapter_for
 from codyd.agents.claude import ClaudeAdapter
+from codyd.model.record import RunRecord
+from codyd.model.state import Outcome
 from codyd.runs.pipeline import (
     OutputPipeline,
     OutputSettings,
@@ -20,7 +22,6 @@ from codyd.runs.pipeline import (
     TurnOutput,
     workspace_relative,
 )
-from codyd.runs.record import RunRecord
 from codyd.runs.turn import TurnResult
 from codyd.spec import parse_run_spec
 
@@ -220,7 +221,7 @@ def test_conclude_takes_the_adapters_error_and_forgets_a_lost_session() -> None:
     """An error the agent reported fails an exit-0 turn; a session it could not resume is dropped."""
     run = Harness(agent="command", requested=SESSION, session=SESSION)
     run.turn.adapter_events.resume_failed = True
-    result = TurnResult("ok", 0, 10)
+    result = TurnResult(Outcome.OK, 0, 10)
     run.turn.conclude(result)
     assert run.notes.session_id is None
     assert run.types() == ["warning"]
@@ -230,7 +231,7 @@ def test_conclude_takes_the_adapters_error_and_forgets_a_lost_session() -> None:
     failing.feed(
         json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True}),
     )
-    result = TurnResult("ok", 0, 10)
+    result = TurnResult(Outcome.OK, 0, 10)
     failing.turn.conclude(result)
     assert result.outcome == "error" and result.error_message
 

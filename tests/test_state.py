@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from codyd.runs.state import TERMINAL, TRANSITIONS, State, can_transition
+from codyd.model.state import TERMINAL, TRANSITIONS, State, can_transition
 
 Q, R, PG, P = State.QUEUED, State.RUNNING, State.PAUSING, State.PAUSED
 CG, CD, OK, F = State.CANCELLING, State.CANCELLED, State.COMPLETED, State.FAILED

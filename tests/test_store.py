@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from codyd.errors import InvalidState
-from codyd.runs.record import RunRecord
-from codyd.runs.state import State
+from codyd.model.record import RunRecord
+from codyd.model.state import State
 from codyd.spec import parse_run_spec
 from codyd.store import SCHEMA_VERSION, Store, StoreVersionError, open_store
 

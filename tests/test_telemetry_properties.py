@@ -11,7 +11,7 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from codyd.events import SENTINEL_TYPES
+from codyd.model.events import SENTINEL_TYPES
 from codyd.telemetry.ansi import strip_ansi
 from codyd.telemetry.runner_summary import TestSummary, TestSummaryDetector
 from codyd.telemetry.sentinel import Sentinel, parse_sentinel

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from codyd.events import SENTINEL_TYPES
+from codyd.model.events import SENTINEL_TYPES
 from codyd.telemetry.sentinel import MAX_DEPTH, Sentinel, parse_sentinel
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import trio
 
+from codyd.model.state import Outcome
 from codyd.runs import procs, turn
 from codyd.runs.turn import Turn, TurnHooks, TurnPlan, agent_environment
 
@@ -80,7 +81,7 @@ async def test_stop_asked_while_the_agent_starts_stops_it(tmp_path: Path, gated_
     async with trio.open_nursery() as nursery:
         nursery.start_soon(run)
         await wait_for(entered)
-        job.request_stop("interrupted")
+        job.request_stop(Outcome.INTERRUPTED)
         procs.group_members(1)  # another turn's stop walks /proc now, before the agent exists
         gate.set()
     assert result["turn"].outcome == "interrupted"
@@ -117,7 +118,7 @@ async def test_cancelled_while_stopping_a_sigterm_ignorer_is_bounded(tmp_path: P
             with trio.fail_after(10):
                 while not seen["pids"]:
                     await trio.sleep(0.005)
-            job.request_stop("interrupted")
+            job.request_stop(Outcome.INTERRUPTED)
             with trio.fail_after(10):
                 while not any(type_ == "signal_sent" for type_, _ in seen["events"]):
                     await trio.sleep(0.005)

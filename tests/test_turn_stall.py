@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from codyd.model.state import Outcome
 from codyd.runs.output import LineSplitter
 from codyd.runs.turn import Turn, TurnHooks, TurnPlan, agent_environment
 
@@ -42,7 +43,7 @@ def test_output_waiting_in_the_pipe_is_no_stall(tmp_path: Path) -> None:
     def on_output(stream: str, data: bytes) -> None:
         lines[0] += len(splitter.feed(data))
         if lines[0] > 400:
-            turn.request_stop("aborted")  # well past the hold-up: enough
+            turn.request_stop(Outcome.ABORTED)  # well past the hold-up: enough
 
     turn = Turn(
         plan,

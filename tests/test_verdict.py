@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from codyd.runs.record import RunRecord
-from codyd.runs.state import State
+from codyd.model.record import RunRecord
+from codyd.model.state import Outcome, State
 from codyd.runs.turn import TurnResult
 from codyd.runs.verdict import (
     MAX_BACKOFF_S,
@@ -57,7 +57,7 @@ def view(**changes: Any) -> RunView:
 
 def after(run: RunView, spec: RunSpec, outcome: str = "ok", **result: Any) -> Verdict:
     flags = {k: result.pop(k) for k in ("interrupted", "lease_lost") if k in result}
-    turn = TurnResult(outcome, result.pop("exit_code", 0), 5, **result)
+    turn = TurnResult(Outcome(outcome), result.pop("exit_code", 0), 5, **result)
     return after_turn(
         run,
         spec,

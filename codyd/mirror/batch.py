@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
-from codyd.events import Event
 from codyd.mirror.fields import Value, data_json
 from codyd.mirror.keys import Keys
 from codyd.mirror.resp import pack_command, pack_entry_fields, pack_xadd, xadd_head
+from codyd.model.events import Event
 
 # What Redis answers an XADD whose explicit ID is not above the stream's top entry.
 ALREADY_THERE = "equal or smaller than the target stream top item"

@@ -20,7 +20,7 @@ import structlog
 from codyd.errors import CodydError
 from codyd.mirror.keys import Keys
 from codyd.mirror.redis_io import RedisLink
-from codyd.runs.record import RunRecord
+from codyd.model.record import RunRecord
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.mirror")

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from codyd.events import Event
+from codyd.model.events import Event
 
 # A value as redis-py sends it: bytes as they are, str as UTF-8, int in decimal.
 Value = bytes | str | int

@@ -30,7 +30,6 @@ import trio
 
 from codyd import __version__
 from codyd.config import Config
-from codyd.events import Event
 from codyd.mirror.backoff import Backoff
 from codyd.mirror.batch import (
     Batch,
@@ -47,6 +46,7 @@ from codyd.mirror.fields import heartbeat_fields, meta_fields, unix_ms
 from codyd.mirror.keys import Keys
 from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe_error
 from codyd.mirror.repair import HOLDS_KEY, Repairs
+from codyd.model.events import Event
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.mirror")

@@ -7,8 +7,8 @@ carrying the same fields, so codyd packs them itself, and packs those fields onc
 
 from __future__ import annotations
 
-from codyd.events import Event
 from codyd.mirror.fields import Value
+from codyd.model.events import Event
 
 _ENTRY_FIELDS = (
     b"$3\r\nseq\r\n$%d\r\n%b\r\n"

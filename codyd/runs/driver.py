@@ -17,11 +17,11 @@ import trio
 
 from codyd.config import Config
 from codyd.leases import Leases
+from codyd.model.record import RunRecord
+from codyd.model.state import Outcome, Phase, State
 from codyd.redact import secret_values
 from codyd.runs import verdict
 from codyd.runs.pipeline import Redactor, RunEvents
-from codyd.runs.record import RunRecord
-from codyd.runs.state import Phase, State
 from codyd.runs.turn import Turn
 from codyd.runs.turn_runner import TurnRunner, run_seconds
 from codyd.runs.verdict import Action, RunView, Verdict
@@ -62,7 +62,7 @@ class RunDriver:
     def wake(self) -> None:
         self._wake.set()
 
-    def stop_turn(self, outcome: str) -> None:
+    def stop_turn(self, outcome: Outcome) -> None:
         if self.turn is not None:
             self.turn.request_stop(outcome)
         self.wake()
@@ -74,7 +74,7 @@ class RunDriver:
     def cancel(self, reason: str | None) -> None:
         """The run is cancelling: stop its turn; the reason goes with run_cancelled."""
         self.cancel_reason = reason
-        self.stop_turn("aborted")
+        self.stop_turn(Outcome.ABORTED)
 
     def lose_lease(self, holder: str) -> None:
         """Another daemon took the run's lease: stop the turn, record it, drive no more."""
@@ -82,12 +82,12 @@ class RunDriver:
             self.lease_holder = holder
             turn = self.record.current_turn or None
             self.store.append(self.record, "lease_lost", {"holder": holder}, turn=turn)
-            self.stop_turn("aborted")
+            self.stop_turn(Outcome.ABORTED)
 
     def interrupt(self) -> None:
         """Daemon shutdown: stop the live turn, leave the run non-terminal."""
         self.interrupted = True
-        self.stop_turn("interrupted")
+        self.stop_turn(Outcome.INTERRUPTED)
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -24,10 +24,11 @@ import trio
 
 from codyd.agents import Adapter, Parsed
 from codyd.config import AgentConfig
-from codyd.events import LIFECYCLE_TYPES
+from codyd.model.events import LIFECYCLE_TYPES
+from codyd.model.record import RunRecord, Tokens
+from codyd.model.state import Outcome
 from codyd.redact import redact_text, redact_value
 from codyd.runs.output import LineSplitter, OutputThrottle
-from codyd.runs.record import RunRecord, Tokens
 from codyd.runs.turn import TurnResult
 from codyd.spec import RunSpec
 from codyd.telemetry.ansi import strip_ansi
@@ -41,7 +42,7 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 
 class RunNotes(Protocol):
-    """What output may change on its run (a :class:`~codyd.runs.record.RunRecord`)."""
+    """What output may change on its run (a :class:`~codyd.model.record.RunRecord`)."""
 
     sentinel_tests: bool
     completion_detected: bool
@@ -431,10 +432,10 @@ class TurnOutput:
 
     def conclude(self, result: TurnResult) -> None:
         """The agent's last word on its turn: an error it reported, a session it lost."""
-        if result.outcome in ("ok", "error"):
+        if result.outcome in (Outcome.OK, Outcome.ERROR):
             reported = self._adapter.finish(result.exit_code)
             if reported is not None:
-                result.outcome, result.error_message = "error", reported
+                result.outcome, result.error_message = Outcome.ERROR, reported
         requested = self.sessions.requested
         if self.adapter_events.resume_failed and requested is not None:
             # A session the agent no longer knows: the next turn starts a fresh one.

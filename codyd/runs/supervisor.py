@@ -11,7 +11,6 @@ import os
 import time
 from collections import deque
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -20,11 +19,12 @@ import trio
 from codyd.config import Config
 from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
 from codyd.leases import Leases, LocalLeases, RedisLeases
+from codyd.model.layout import PID_FILE, StateLayout
+from codyd.model.record import RunRecord
+from codyd.model.state import Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
-from codyd.runs.record import RunRecord
 from codyd.runs.spawn import CHILDREN
-from codyd.runs.state import Phase, State
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
 from codyd.store import Store
@@ -54,17 +54,12 @@ class Supervisor:
             if config.redis_url
             else LocalLeases(store, config.node, config.lease_ttl_s)
         )
+        self.layout = StateLayout(config.state_dir)
         self.queue: deque[str] = deque()
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
         self._all_done.set()
-
-    def turns_dir(self, run_id: str) -> Path:
-        return self.config.state_dir / "runs" / run_id / "turns"
-
-    def turn_dir(self, run_id: str, n: int) -> Path:
-        return self.turns_dir(run_id) / str(n)
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -215,7 +210,7 @@ class Supervisor:
 
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
-        driver = RunDriver(record, self.store, self.leases, self.config, self.turn_dir)
+        driver = RunDriver(record, self.store, self.leases, self.config, self.layout.turn_dir)
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(self._drive, driver)
@@ -292,7 +287,7 @@ class Supervisor:
                 record, {State.RUNNING}, State.PAUSING, ("run_pausing", {"reason": reason})
             )
             if now:
-                driver.stop_turn("aborted")
+                driver.stop_turn(Outcome.ABORTED)
         else:
             self._pause_now(record, reason)
             driver.wake()
@@ -423,7 +418,7 @@ class Supervisor:
             lost[(run_id, n)] = (pid, ticks)
         known = set(lost)
         for live in self.store.live.values():
-            for pid_file in self.turns_dir(live.run_id).glob("*/turn.pid"):
+            for pid_file in self.layout.turns_dir(live.run_id).glob(f"*/{PID_FILE}"):
                 found = read_pid_file(pid_file)
                 if found is not None and pid_file.parent.name.isdigit():
                     lost.setdefault((live.run_id, int(pid_file.parent.name)), found)
@@ -459,9 +454,9 @@ class Supervisor:
                 )
         for run_id, n in sorted(lost):
             record = self.store.runs.get(run_id)
-            (self.turn_dir(run_id, n) / "turn.pid").unlink(missing_ok=True)
+            self.layout.turn_pid(run_id, n).unlink(missing_ok=True)
             if (run_id, n) in known:
-                self.store.save_turn(run_id, n, ended_at=time.time(), outcome="lost")
+                self.store.save_turn(run_id, n, ended_at=time.time(), outcome=Outcome.LOST)
                 if record is not None:
                     self._record_lost(record, n)
 
@@ -469,7 +464,7 @@ class Supervisor:
         record.stats.turns += 1
         record.uncounted_turns += 1  # the daemon's loss, not the run's turn (docs/events.md §4.1)
         data = {
-            "outcome": "lost",
+            "outcome": Outcome.LOST,
             "exit_code": None,
             "duration_ms": None,
             "tokens": {"input": 0, "output": 0, "cached": 0},

@@ -22,6 +22,8 @@ from typing import Any
 import structlog
 import trio
 
+from codyd.model.layout import PID_FILE, PROMPT_FILE, log_file_name
+from codyd.model.state import Outcome
 from codyd.runs import procs
 from codyd.runs.output import CappedLog
 from codyd.runs.prompt import BuiltPrompt, PromptError, build_prompt
@@ -50,7 +52,7 @@ FATAL_SPAWN_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.ENOEXEC, errno
 
 @dataclass(slots=True)
 class TurnResult:
-    outcome: str
+    outcome: Outcome
     exit_code: int | None
     duration_ms: int
     stderr_tail: str | None = None
@@ -109,15 +111,15 @@ class TurnFiles:
 
     def __init__(self, plan: TurnPlan) -> None:
         plan.turn_dir.mkdir(parents=True, exist_ok=True)
-        (plan.turn_dir / "prompt.txt").write_bytes(plan.prompt)
-        self.pid_path = plan.turn_dir / "turn.pid"
+        (plan.turn_dir / PROMPT_FILE).write_bytes(plan.prompt)
+        self.pid_path = plan.turn_dir / PID_FILE
         self.pid_error: OSError | None = None
         self._pid_fd = os.open(
             self.pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640
         )
         try:
-            self.stdout = CappedLog(plan.turn_dir / "stdout.log", plan.max_log_bytes)
-            self.stderr = CappedLog(plan.turn_dir / "stderr.log", plan.max_log_bytes)
+            self.stdout = CappedLog(plan.turn_dir / log_file_name("stdout"), plan.max_log_bytes)
+            self.stderr = CappedLog(plan.turn_dir / log_file_name("stderr"), plan.max_log_bytes)
         except BaseException:
             if hasattr(self, "stdout"):
                 self.stdout.close()
@@ -146,7 +148,7 @@ class Turn:
         self.plan = plan
         self.hooks = hooks
         self.pid: int | None = None
-        self.stop_outcome: str | None = None
+        self.stop_outcome: Outcome | None = None
         self.stop_requested_at: float | None = None  # time.monotonic() of the first request
         self._stop_requested = trio.Event()
         self._stop_done = trio.Event()
@@ -155,7 +157,7 @@ class Turn:
         self._stderr_tail = bytearray()
         self._mark = procs.TurnMark(plan.run_id, plan.n, plan.cwd)
 
-    def request_stop(self, outcome: str) -> None:
+    def request_stop(self, outcome: Outcome) -> None:
         """Ask the turn to stop its agent; the first reason given is its outcome."""
         if self.stop_outcome is None:
             self.stop_outcome = outcome
@@ -205,9 +207,9 @@ class Turn:
         self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
         duration_ms = int((time.monotonic() - started) * 1000)
-        outcome = self.stop_outcome or ("ok" if exit_code == 0 else "error")
+        outcome = self.stop_outcome or (Outcome.OK if exit_code == 0 else Outcome.ERROR)
         tail = None
-        if outcome != "ok":
+        if outcome != Outcome.OK:
             tail = bytes(self._stderr_tail).decode("utf-8", "replace")
         return TurnResult(outcome, exit_code, duration_ms, stderr_tail=tail)
 
@@ -297,7 +299,7 @@ class Turn:
                 break
             now = trio.current_time()
             if now >= deadline:
-                self.request_stop("timed_out")
+                self.request_stop(Outcome.TIMED_OUT)
                 break
             idle = now - self._last_output
             if idle >= plan.stall_timeout_s:
@@ -305,7 +307,7 @@ class Turn:
                     await trio.sleep(STALL_RECHECK_S)  # the readers' turn first
                     continue
                 self.hooks.on_event("stall_detected", {"idle_s": round(idle, 3)})
-                self.request_stop("stalled")
+                self.request_stop(Outcome.STALLED)
                 break
         if self._stopping:
             return
@@ -323,7 +325,9 @@ class SpawnFailure:
     fatal: bool
 
     def result(self) -> TurnResult:
-        return TurnResult("spawn_failed", None, 0, error_message=self.message, fatal=self.fatal)
+        return TurnResult(
+            Outcome.SPAWN_FAILED, None, 0, error_message=self.message, fatal=self.fatal
+        )
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -397,14 +401,14 @@ def read_prompt(spec: RunSpec) -> BuiltPrompt | TurnResult:
     """
     if not os.path.isdir(spec.workspace):
         message = workspace_gone(spec.workspace)
-        return TurnResult("spawn_failed", None, 0, error_message=message, fatal=True)
+        return TurnResult(Outcome.SPAWN_FAILED, None, 0, error_message=message, fatal=True)
     try:
         return build_prompt(spec)
     except PromptError as exc:
-        return TurnResult("error", None, 0, error_message=str(exc))
+        return TurnResult(Outcome.ERROR, None, 0, error_message=str(exc))
 
 
-def turn_completed_data(outcome: str, error_message: str | None) -> dict[str, Any]:
+def turn_completed_data(outcome: Outcome, error_message: str | None) -> dict[str, Any]:
     """A ``turn_completed`` event's data, the counts left at zero."""
     return {
         "outcome": outcome,

@@ -20,9 +20,9 @@ import trio
 
 from codyd.agents import adapter_for
 from codyd.config import Config
+from codyd.model.record import RunRecord
+from codyd.model.state import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES, Outcome, Phase
 from codyd.runs.pipeline import OutputSettings, Redactor, RunEvents, TurnOutput
-from codyd.runs.record import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES, RunRecord
-from codyd.runs.state import Phase
 from codyd.runs.turn import (
     Turn,
     TurnHooks,
@@ -162,7 +162,7 @@ class TurnRunner:
 
     async def _stop_after(self, turn: Turn, delay: float) -> None:
         await trio.sleep(delay)
-        turn.request_stop("aborted")
+        turn.request_stop(Outcome.ABORTED)
 
     def _started(
         self, n: int, pid: int, ticks: int | None, argv: list[str], session: str | None
@@ -194,7 +194,7 @@ class TurnRunner:
         if result.outcome in FAILED_OUTCOMES:
             record.stats.failed_turns += 1
             record.consecutive_failures += 1
-        elif result.outcome == "ok":
+        elif result.outcome == Outcome.OK:
             record.consecutive_failures = 0
         if result.outcome in UNCOUNTED_OUTCOMES:
             record.uncounted_turns += 1
@@ -235,6 +235,6 @@ class TurnRunner:
             record = self.record
             record.pid = None
             self.store.save_turn(
-                record.run_id, record.current_turn, ended_at=time.time(), outcome="error"
+                record.run_id, record.current_turn, ended_at=time.time(), outcome=Outcome.ERROR
             )
-            self._emit("turn_completed", turn_completed_data("error", message))
+            self._emit("turn_completed", turn_completed_data(Outcome.ERROR, message))

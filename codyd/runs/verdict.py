@@ -10,8 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from codyd.runs.record import FAILED_OUTCOMES, RunRecord
-from codyd.runs.state import State
+from codyd.model.record import RunRecord
+from codyd.model.state import FAILED_OUTCOMES, Outcome, State
 from codyd.runs.turn import TurnResult
 from codyd.spec import RunSpec
 
@@ -98,7 +98,7 @@ def after_turn(
     "done" (stop file, pattern) beats a failure count; reaching
     max_consecutive_failures beats reaching max_turns.
     """
-    if result.outcome == "interrupted" or interrupted:
+    if result.outcome == Outcome.INTERRUPTED or interrupted:
         return Verdict(Action.INTERRUPTED)
     if lease_lost or run.state is not State.RUNNING:
         return Verdict(Action.STOP)
@@ -106,7 +106,7 @@ def after_turn(
     if result.exit_code is not None and not result.error_message:
         message += f" (exit code {result.exit_code})"
     if result.fatal:
-        return _fail("spawn_failed", message, retryable=False)
+        return _fail(Outcome.SPAWN_FAILED, message, retryable=False)
     failed = result.outcome in FAILED_OUTCOMES
     finished = _finished(run, spec, failed=failed)
     if finished is not None:

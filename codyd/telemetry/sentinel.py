@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from codyd.events import SENTINEL_TYPES
+from codyd.model.events import SENTINEL_TYPES
 from codyd.telemetry.ansi import strip_ansi
 
 SENTINEL_KEY: Final = "__cody_event__"

@@ -8,13 +8,8 @@ from typing import Any
 
 import msgpack
 
-from codyd.runs.state import TERMINAL, Phase, State
+from codyd.model.state import TERMINAL, Phase, State
 from codyd.spec import RunSpec
-
-# Turn outcomes that count as failures (toward max_consecutive_failures, with backoff).
-FAILED_OUTCOMES = frozenset({"error", "stalled", "timed_out", "spawn_failed"})
-# Not counted toward max_turns: the daemon ended the turn, or no agent ran (docs/events.md §4.1).
-UNCOUNTED_OUTCOMES = frozenset({"interrupted", "lost", "spawn_failed"})
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""The run state machine (docs/protocol.md §5.6): which state may follow which."""
+"""The run state machine (docs/protocol.md §5.6): which state may follow which; turn outcomes."""
 
 from __future__ import annotations
 
@@ -22,6 +22,26 @@ class Phase(StrEnum):
     BETWEEN_TURNS = "between_turns"
     BACKOFF = "backoff"
 
+
+class Outcome(StrEnum):
+    """How a turn ended (docs/events.md §4.1); the value is what the wire and the store carry."""
+
+    OK = "ok"
+    ERROR = "error"
+    STALLED = "stalled"
+    TIMED_OUT = "timed_out"
+    ABORTED = "aborted"
+    INTERRUPTED = "interrupted"
+    SPAWN_FAILED = "spawn_failed"
+    LOST = "lost"
+
+
+# Turn outcomes that count as failures (toward max_consecutive_failures, with backoff).
+FAILED_OUTCOMES = frozenset(
+    {Outcome.ERROR, Outcome.STALLED, Outcome.TIMED_OUT, Outcome.SPAWN_FAILED}
+)
+# Not counted toward max_turns: the daemon ended the turn, or no agent ran (docs/events.md §4.1).
+UNCOUNTED_OUTCOMES = frozenset({Outcome.INTERRUPTED, Outcome.LOST, Outcome.SPAWN_FAILED})
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 # The last event of every run that ends, one per terminal state.
