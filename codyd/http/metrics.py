@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from codyd import __version__
-from codyd.events import Event
-from codyd.runs.record import RunRecord
+from codyd.model.events import Event
+from codyd.model.record import RunRecord
 
 if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
