@@ -1,0 +1,217 @@
+"""In-process: a whole daemon under ``open_daemon``, its timers on a ``MockClock``.
+
+Timeouts, stalls, backoff and keepalives are logic, not processes: the agents are
+still real subprocesses, but the clock that times them is trio's, so a
+``MockClock`` that jumps whenever the daemon waits runs minutes of daemon time in
+milliseconds. The end-to-end tests keep what is about processes, signals and
+sockets of a separately started codyd.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from codyd.config import load_config
+from codyd.daemon import Daemon, lock_state_dir, open_daemon
+from codyd.events import Event
+from codyd.protocol import FrameDecoder, pack
+from codyd.runs.pipeline import NOT_PARSED, OutputLine, OutputPump
+
+from conftest import agent, short_tempdir
+
+REAL_TIME_BOUND_S = 20.0  # real seconds any one test may take, whatever the mock clock says
+POLL_S = 0.25  # mock seconds between looks at a run
+
+
+def run_daemon(test: Callable[[Daemon, Path], Awaitable[None]], **env: str) -> None:
+    """Run ``test`` against an in-process daemon whose clock jumps whenever it waits."""
+    root = short_tempdir()
+    config = load_config(
+        env={"HOME": str(root), **env},
+        flags={"socket": root / "codyd.sock", "state_dir": root / "state"},
+    )
+    workspace = root / "ws"
+    workspace.mkdir()
+
+    async def main() -> None:
+        async with open_daemon(config, handle_signals=False, subreaper=False) as daemon:
+            await test(daemon, workspace)
+
+    with lock_state_dir(config.state_dir):
+        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def start_run(
+    daemon: Daemon, workspace: Path, command: list[str], **spec: Any
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"workspace": str(workspace), "prompt": "do the work"}
+    params.update(command=command, **spec)
+    return await daemon.supervisor.start(params)
+
+
+async def wait_for(daemon: Daemon, run_id: str, reached: Callable[[dict[str, Any]], bool]) -> Any:
+    """A bounded poll in mock time; real time bounds it too, so a bug cannot hang the suite."""
+    deadline = time.monotonic() + REAL_TIME_BOUND_S
+    while True:
+        snapshot = daemon.supervisor.get(run_id).snapshot()
+        if reached(snapshot):
+            return snapshot
+        assert time.monotonic() < deadline, f"run {run_id} never got there: {snapshot}"
+        await trio.sleep(POLL_S)
+
+
+async def wait_state(daemon: Daemon, run_id: str, *states: str) -> dict[str, Any]:
+    return await wait_for(daemon, run_id, lambda s: s["state"] in states)  # type: ignore[no-any-return]
+
+
+async def events(daemon: Daemon, run_id: str) -> list[Event]:
+    await daemon.store.sync()
+    return await daemon.store.read_events(run_id, 0)
+
+
+def of_type(found: list[Event], type_: str) -> list[Event]:
+    return [e for e in found if e.type == type_]
+
+
+def test_turn_timeout_stops_the_turn() -> None:
+    """A turn running longer than turn_timeout_s is stopped with outcome timed_out."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(
+            daemon,
+            workspace,
+            agent("sleeper"),
+            run_id="to",
+            turn_timeout_s=120,
+            max_consecutive_failures=1,
+            sigkill_delay_s=1,
+        )
+        final = await wait_state(daemon, "to", "failed")
+        assert final["error"]["code"] == "timed_out" and final["error"]["retryable"] is True
+        found = await events(daemon, "to")
+        assert of_type(found, "signal_sent")[0].data["signal"] == "SIGTERM"
+        completed = of_type(found, "turn_completed")[0].data
+        assert completed["outcome"] == "timed_out"
+        # Timed by trio's clock: two minutes of it, however little real time passed.
+        assert completed["duration_ms"] >= 120_000
+
+    run_daemon(test)
+
+
+def test_stalled_turn_is_stopped() -> None:
+    """A turn silent for stall_timeout_s is stopped with outcome stalled."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(
+            daemon,
+            workspace,
+            agent("staller"),
+            run_id="st",
+            stall_timeout_s=90,
+            max_consecutive_failures=1,
+            sigkill_delay_s=1,
+        )
+        final = await wait_state(daemon, "st", "failed")
+        assert final["error"]["code"] == "stalled"
+        kinds = [e.type for e in await events(daemon, "st")]
+        assert "stall_detected" in kinds and "signal_sent" in kinds
+
+    run_daemon(test)
+
+
+def test_backoff_phase_between_failed_turns() -> None:
+    """After a failed turn the run waits in phase backoff before the next turn."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(
+            daemon,
+            workspace,
+            agent("failer"),
+            run_id="bo",
+            retry_backoff_s=30,
+            max_consecutive_failures=5,
+        )
+        snapshot = await wait_for(daemon, "bo", lambda s: s["phase"] == "backoff")
+        assert snapshot["state"] == "running" and snapshot["current_turn"] == 1
+        paused = await daemon.supervisor.pause("bo", None, now=False)
+        assert paused["state"] == "paused"  # a pause during backoff takes effect at once
+
+    run_daemon(test)
+
+
+def test_backoff_doubles_from_retry_backoff_s() -> None:
+    """Failed turns are retried after 2 s, 4 s, 8 s … of the daemon's clock."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(
+            daemon, workspace, agent("failer"), run_id="dbl", max_consecutive_failures=4
+        )
+        waits = []
+        for turn in (1, 2, 3):
+            await wait_for(daemon, "dbl", lambda s, n=turn: s["current_turn"] == n)
+            await wait_for(daemon, "dbl", lambda s: s["phase"] == "backoff")
+            began = trio.current_time()
+            await wait_for(daemon, "dbl", lambda s, n=turn: s["current_turn"] > n)
+            waits.append(trio.current_time() - began)
+        # Each within one look of its delay: the backoff, not the agents, sets the pace.
+        for waited, delay in zip(waits, (2.0, 4.0, 8.0), strict=True):
+            assert delay - POLL_S <= waited <= delay + 2 * POLL_S, waits
+        await wait_state(daemon, "dbl", "failed")
+
+    run_daemon(test)
+
+
+def test_streams_send_keepalives_while_idle() -> None:
+    """A following stream with nothing to say sends keepalive items every keepalive_s."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        stream = await trio.open_unix_socket(str(daemon.config.socket))
+        decoder = FrameDecoder()
+        request = {"id": 7, "method": "run.events", "params": {"follow": True}}
+        await stream.send_all(pack(request))
+        seen: list[tuple[dict[str, Any], float]] = []
+        began = trio.current_time()
+        while len(seen) < 2:
+            data = await stream.receive_some(65536)
+            assert data, "the daemon hung up"
+            seen += [(m, trio.current_time() - began) for m in decoder.feed(data)]
+        assert [m for m, _ in seen] == [{"id": 7, "keepalive": True}] * 2
+        (_, first), (_, second) = seen
+        # Paced by the daemon's clock, never sooner than keepalive_s. The first may come
+        # a few mock seconds late: the clock jumps ahead while the daemon's first read of
+        # the store runs in a worker thread.
+        assert 30 <= first < 60 and 30 <= second - first < 35, seen
+        await stream.aclose()
+
+    run_daemon(test, CODYD_KEEPALIVE_S="30")
+
+
+def test_output_events_are_paced_100_ms_apart() -> None:
+    """Unconsumed output becomes subprocess_output events at most one per 100 ms."""
+    appended: list[tuple[float, dict[str, Any]]] = []
+
+    async def main() -> None:
+        pump = OutputPump(
+            lambda text: text, lambda data: appended.append((trio.current_time(), data))
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump.run)
+            for n in range(5):
+                text = f"line {n}"
+                pump(OutputLine("stdout", text.encode(), False, text, NOT_PARSED))
+                await trio.sleep(0.03)
+            await pump.flush()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    instants = [at for at, _ in appended]
+    assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(instants))
+    assert "".join(data["text"] for _, data in appended) == "".join(f"line {n}\n" for n in range(5))
+    assert len(appended) >= 2  # coalesced, but paced over more than one event
