@@ -146,6 +146,24 @@ def test_backoff_phase_between_failed_turns() -> None:
     run_daemon(test)
 
 
+async def backoff_waits(daemon: Daemon, run_id: str, turns: int) -> list[float]:
+    """Mock seconds each of the first ``turns`` failed turns spent in backoff."""
+    waits = []
+    for turn in range(1, turns + 1):
+        await wait_for(daemon, run_id, lambda s, n=turn: s["current_turn"] == n)
+        await wait_for(daemon, run_id, lambda s: s["phase"] == "backoff")
+        began = trio.current_time()
+        await wait_for(daemon, run_id, lambda s, n=turn: s["current_turn"] > n)
+        waits.append(trio.current_time() - began)
+    return waits
+
+
+def assert_waited(waits: list[float], delays: tuple[float, ...]) -> None:
+    # Each within one look of its delay: the backoff, not the agents, sets the pace.
+    for waited, delay in zip(waits, delays, strict=True):
+        assert delay - POLL_S <= waited <= delay + 2 * POLL_S, waits
+
+
 def test_backoff_doubles_from_retry_backoff_s() -> None:
     """Failed turns are retried after 2 s, 4 s, 8 s … of the daemon's clock."""
 
@@ -153,17 +171,26 @@ def test_backoff_doubles_from_retry_backoff_s() -> None:
         await start_run(
             daemon, workspace, agent("failer"), run_id="dbl", max_consecutive_failures=4
         )
-        waits = []
-        for turn in (1, 2, 3):
-            await wait_for(daemon, "dbl", lambda s, n=turn: s["current_turn"] == n)
-            await wait_for(daemon, "dbl", lambda s: s["phase"] == "backoff")
-            began = trio.current_time()
-            await wait_for(daemon, "dbl", lambda s, n=turn: s["current_turn"] > n)
-            waits.append(trio.current_time() - began)
-        # Each within one look of its delay: the backoff, not the agents, sets the pace.
-        for waited, delay in zip(waits, (2.0, 4.0, 8.0), strict=True):
-            assert delay - POLL_S <= waited <= delay + 2 * POLL_S, waits
+        assert_waited(await backoff_waits(daemon, "dbl", 3), (2.0, 4.0, 8.0))
         await wait_state(daemon, "dbl", "failed")
+
+    run_daemon(test)
+
+
+def test_backoff_is_capped_at_300_s() -> None:
+    """However long retry_backoff_s doubles to, a retry waits at most 300 s."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(
+            daemon,
+            workspace,
+            agent("failer"),
+            run_id="cap",
+            retry_backoff_s=200,
+            max_consecutive_failures=3,
+        )
+        assert_waited(await backoff_waits(daemon, "cap", 2), (200.0, 300.0))
+        await wait_state(daemon, "cap", "failed")
 
     run_daemon(test)
 
