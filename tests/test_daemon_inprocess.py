@@ -5,11 +5,17 @@ still real subprocesses, but the clock that times them is trio's, so a
 ``MockClock`` that jumps whenever the daemon waits runs minutes of daemon time in
 milliseconds. The end-to-end tests keep what is about processes, signals and
 sockets of a separately started codyd.
+
+Work in a worker thread looks like idleness to the autojumping clock, so a
+deadline around one (the store's shielded flush at close) can pass before the
+thread is done; these tests assert nothing that depends on such a deadline.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -44,8 +50,11 @@ def run_daemon(test: Callable[[Daemon, Path], Awaitable[None]], **env: str) -> N
         async with open_daemon(config, handle_signals=False, subreaper=False) as daemon:
             await test(daemon, workspace)
 
-    with lock_state_dir(config.state_dir):
-        trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    try:
+        with lock_state_dir(config.state_dir):
+            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def start_run(
@@ -74,6 +83,14 @@ async def wait_state(daemon: Daemon, run_id: str, *states: str) -> dict[str, Any
 async def events(daemon: Daemon, run_id: str) -> list[Event]:
     await daemon.store.sync()
     return await daemon.store.read_events(run_id, 0)
+
+
+async def wait_event(daemon: Daemon, run_id: str, type_: str) -> Event:
+    deadline = time.monotonic() + REAL_TIME_BOUND_S
+    while not (found := of_type(await events(daemon, run_id), type_)):
+        assert time.monotonic() < deadline, f"no {type_} event of run {run_id}"
+        await trio.sleep(POLL_S)
+    return found[0]
 
 
 def of_type(found: list[Event], type_: str) -> list[Event]:
@@ -242,3 +259,23 @@ def test_output_events_are_paced_100_ms_apart() -> None:
     assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(instants))
     assert "".join(data["text"] for _, data in appended) == "".join(f"line {n}\n" for n in range(5))
     assert len(appended) >= 2  # coalesced, but paced over more than one event
+
+
+def test_leaving_open_daemon_stops_live_turns_and_closes_the_socket() -> None:
+    """open_daemon's exit is the graceful shutdown: no agent outlives it, the socket goes."""
+    seen: dict[str, Any] = {}
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(daemon, workspace, agent("sleeper"), run_id="live")
+        started = await wait_event(daemon, "live", "turn_started")
+        seen.update(pid=started.data["pid"], socket=daemon.config.socket)
+        assert daemon.config.socket.exists()
+
+    run_daemon(test)
+    assert not seen["socket"].exists()
+    try:
+        os.kill(seen["pid"], 0)
+    except ProcessLookupError:
+        pass
+    else:
+        raise AssertionError(f"agent {seen['pid']} outlived its daemon")
