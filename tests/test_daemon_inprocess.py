@@ -212,6 +212,21 @@ def test_backoff_is_capped_at_300_s() -> None:
     run_daemon(test)
 
 
+def test_run_completes_after_max_turns() -> None:
+    """After max_turns turns the run completes, its completion reason max_turns."""
+
+    async def test(daemon: Daemon, workspace: Path) -> None:
+        await start_run(daemon, workspace, agent("printer", 3), run_id="mt", max_turns=2)
+        final = await wait_state(daemon, "mt", "completed")
+        assert final["completion"] == {"detected": True, "reason": "max_turns", "line": None}
+        assert final["stats"]["turns"] == 2 and final["current_turn"] == 2
+        kinds = [e.type for e in await events(daemon, "mt")]
+        assert kinds.count("turn_completed") == 2
+        assert kinds[-2:] == ["completion_detected", "run_completed"]
+
+    run_daemon(test)
+
+
 def test_streams_send_keepalives_while_idle() -> None:
     """A following stream with nothing to say sends keepalive items every keepalive_s."""
 
