@@ -64,7 +64,6 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     from codyd.daemon import lock_state_dir
     from codyd.daemon import serve as serve_daemon
     from codyd.logging import configure
-    from codyd.runs.procs import become_subreaper
     from codyd.server import refuse_if_listening
 
     configure(config.log_format, config.log_level)
@@ -78,7 +77,6 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     try:
         refuse_if_listening(config.socket)
         with lock_state_dir(config.state_dir):
-            become_subreaper()
             trio.run(serve_daemon, config)
     except BaseException as exc:
         known = _startup_failure(exc)

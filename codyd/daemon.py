@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,8 +77,9 @@ def lock_state_dir(state_dir: Path) -> Iterator[None]:
 
 
 class Daemon:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, *, handle_signals: bool = True) -> None:
         self.config = config
+        self.handle_signals = handle_signals
         self.store = store
         self.supervisor = Supervisor(store, config)
         self.methods = Methods(self)
@@ -125,20 +126,25 @@ class Daemon:
             "connections": len(self.server.connections),
         }
 
-    async def run(self) -> None:
+    async def wait_shutdown_requested(self) -> None:
+        await self._shutdown.wait()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until shutdown is requested, then stop; started once listening."""
         # Claim the port and the socket first: a daemon that cannot serve must not touch its
         # runs. The port before the socket, so that a taken port leaves no socket file behind.
         if self.http is not None:
             self.http.bind()
         self.server.bind()
         try:
-            await self._run()
+            await self._run(task_status)
         finally:
             self.notifier.close()
 
-    async def _run(self) -> None:
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals)
+            if self.handle_signals:
+                nursery.start_soon(self._watch_signals)
             nursery.start_soon(procs.reaper, CHILDREN.owns)
             await nursery.start(self.supervisor.run)
             self.recovered = True
@@ -153,6 +159,7 @@ class Daemon:
             self.notifier.notify("READY=1", "STATUS=ready")
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._renew_leases)
+            task_status.started()
             await self._shutdown.wait()
             await self._stop(server_scope)
             nursery.cancel_scope.cancel()
@@ -266,13 +273,36 @@ def _write_heartbeat(path: Path, payload: dict[str, Any], failing: bool) -> bool
     return False
 
 
-async def serve(config: Config) -> None:
-    store_path = StateLayout(config.state_dir).db
+@contextlib.asynccontextmanager
+async def open_daemon(
+    config: Config, *, handle_signals: bool = True, subreaper: bool = True
+) -> AsyncIterator[Daemon]:
+    """A whole daemon (store, supervisor, server on ``config.socket``), listening.
+
+    The one start-up path: :func:`serve` runs it until a signal, and tests run it
+    in-process, calling the Daemon's methods or connecting to its socket. Leaving
+    the block shuts the daemon down as SIGTERM would and closes the store. Without
+    ``handle_signals`` the test's own signals stay its own; without ``subreaper``
+    the test process keeps its parentage rules (the setting lasts the process's
+    life). Locking the state directory is the caller's (see :func:`lock_state_dir`).
+    """
+    if subreaper:
+        procs.become_subreaper()
     async with open_store(
-        store_path,
+        StateLayout(config.state_dir).db,
         max_events_per_run=config.event_retention.max_events_per_run,
         max_runs=config.event_retention.max_runs,
     ) as store:
-        daemon = Daemon(config, store)
-        await daemon.run()
+        daemon = Daemon(config, store, handle_signals=handle_signals)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            try:
+                yield daemon
+            finally:
+                daemon.request_shutdown("closed")
     log.info("stopped")
+
+
+async def serve(config: Config) -> None:
+    async with open_daemon(config) as daemon:
+        await daemon.wait_shutdown_requested()

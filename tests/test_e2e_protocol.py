@@ -188,15 +188,6 @@ def test_pipelined_requests_answer_out_of_order(daemon: Daemon) -> None:
     daemon.call("run.cancel", {"run_id": "pipe"})
 
 
-def test_streams_send_keepalives_while_idle(daemon_factory) -> None:
-    """A following stream with nothing to say sends keepalive items every keepalive_s."""
-    daemon = daemon_factory(env={"CODYD_KEEPALIVE_S": "0.2"})
-    raw = Raw(daemon.socket)
-    raw.send({"id": 7, "method": "run.events", "params": {"follow": True}})
-    assert raw.recv() == {"id": 7, "keepalive": True}
-    assert raw.recv() == {"id": 7, "keepalive": True}
-
-
 def test_events_after_zero_and_trimmed_cursor(daemon: Daemon) -> None:
     """after=0 replays from the first event; follow=false ends caught_up with last_seq."""
     daemon.start_run(agent("printer"), run_id="ev", max_turns=1)

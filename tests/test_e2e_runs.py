@@ -316,21 +316,6 @@ def test_failing_turns_back_off_then_fail_the_run(daemon: Daemon) -> None:
     assert gap >= 0.2
 
 
-def test_stalled_turn_is_stopped(daemon: Daemon) -> None:
-    """A turn silent for stall_timeout_s is stopped with outcome stalled."""
-    daemon.start_run(
-        agent("staller"),
-        run_id="st",
-        stall_timeout_s=0.5,
-        max_consecutive_failures=1,
-        sigkill_delay_s=1,
-    )
-    final = daemon.wait_state("st", "failed")
-    assert final["error"]["code"] == "stalled"
-    kinds = types_of(daemon.events("st"))
-    assert "stall_detected" in kinds and "signal_sent" in kinds
-
-
 def test_sigterm_to_daemon_stops_live_turns(daemon: Daemon, tmp_path: Path) -> None:
     """SIGTERM to codyd stops every live turn's group, records interrupted, exits 0 and removes the socket."""
     pids_file = tmp_path / "pids"

@@ -106,35 +106,6 @@ def test_duration_budget_aborts_the_turn_and_ignores_paused_time(daemon: Daemon)
     assert outcomes[-1] == "aborted"
 
 
-def test_turn_timeout_stops_the_turn(daemon: Daemon) -> None:
-    """A turn running longer than turn_timeout_s is stopped with outcome timed_out."""
-    daemon.start_run(
-        agent("sleeper"),
-        run_id="to",
-        turn_timeout_s=0.5,
-        max_consecutive_failures=1,
-        sigkill_delay_s=1,
-    )
-    final = daemon.wait_state("to", "failed")
-    assert final["error"]["code"] == "timed_out" and final["error"]["retryable"] is True
-    events = daemon.events("to")
-    assert of_type(events, "signal_sent")[0]["data"]["signal"] == "SIGTERM"
-    assert of_type(events, "turn_completed")[0]["data"]["outcome"] == "timed_out"
-
-
-def test_backoff_phase_between_failed_turns(daemon: Daemon) -> None:
-    """After a failed turn the run waits in phase backoff before the next turn."""
-    daemon.start_run(agent("failer"), run_id="bo", retry_backoff_s=30, max_consecutive_failures=5)
-    daemon.wait_event("bo", "turn_completed")
-    snapshot = wait_until(
-        lambda: (s := daemon.call("run.status", {"run_id": "bo"}))["phase"] == "backoff" and s,
-        what="phase backoff",
-    )
-    assert snapshot["state"] == "running" and snapshot["current_turn"] == 1
-    paused = daemon.call("run.pause", {"run_id": "bo"})
-    assert paused["state"] == "paused"  # a pause during backoff takes effect at once
-
-
 def test_watch_logs_reports_growth(daemon: Daemon) -> None:
     """Growth of a watched file emits log_updated with bytes_added and the appended tail."""
     ws = daemon.workspace()

@@ -176,7 +176,9 @@ class OutputThrottle:
 
     Pending text is kept per stream; bytes that do not fit the next event are
     counted in its ``dropped_bytes``. The caller decides when an event is due
-    (see :meth:`next_due`) so timing stays in one place.
+    (see :meth:`next_due`) so timing stays in one place. Instants are the
+    caller's clock; the pipeline passes ``trio.current_time()`` so a
+    ``trio.testing.MockClock`` paces it in tests.
     """
 
     def __init__(self, interval: float = OUTPUT_INTERVAL_S, max_bytes: int = OUTPUT_TEXT_BYTES):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -318,7 +317,7 @@ class OutputPump:
     async def run(self) -> None:
         while True:
             await self._waiting.wait()
-            await trio.sleep_until(_monotonic_to_trio(self._throttle.next_due()))
+            await trio.sleep_until(self._throttle.next_due())
             self._take()
             self._waiting = trio.Event()
             if self._throttle.has_pending():
@@ -326,11 +325,11 @@ class OutputPump:
 
     async def flush(self) -> None:
         while self._throttle.has_pending():
-            await trio.sleep_until(_monotonic_to_trio(self._throttle.next_due()))
+            await trio.sleep_until(self._throttle.next_due())
             self._take()
 
     def _take(self) -> None:
-        data = self._throttle.take(time.monotonic())
+        data = self._throttle.take(trio.current_time())
         if data is not None:
             data["text"] = self._redact(data["text"])
             self._append(data)
@@ -448,8 +447,3 @@ class TurnOutput:
             )
             if self._notes.session_id == requested:
                 self._notes.session_id = None
-
-
-def _monotonic_to_trio(when: float) -> float:
-    """Convert a time.monotonic() instant to trio's clock."""
-    return trio.current_time() + (when - time.monotonic())

@@ -423,7 +423,7 @@ class Supervisor:
                 if found is not None and pid_file.parent.name.isdigit():
                     lost.setdefault((live.run_id, int(pid_file.parent.name)), found)
         # All at once, sharing walks of /proc: start-up waits on this.
-        requested_at = time.monotonic()
+        requested_at = time.monotonic()  # /proc snapshots are shared across threads on this clock
         async with trio.open_nursery() as nursery:
             for (run_id, n), (pid, ticks) in sorted(lost.items()):
                 record = self.store.runs.get(run_id)

@@ -149,7 +149,10 @@ class Turn:
         self.hooks = hooks
         self.pid: int | None = None
         self.stop_outcome: Outcome | None = None
-        self.stop_requested_at: float | None = None  # time.monotonic() of the first request
+        # Deliberately time.monotonic(), not trio's clock: it is compared with the start
+        # instants of /proc snapshots that worker threads share (procs.stop_group's
+        # ``requested_at``), and threads cannot read trio's clock.
+        self.stop_requested_at: float | None = None
         self._stop_requested = trio.Event()
         self._stop_done = trio.Event()
         self._stopping = False
@@ -168,7 +171,7 @@ class Turn:
         plan = self.plan
         if self.stop_outcome is not None:
             return TurnResult(self.stop_outcome, None, 0)
-        started = time.monotonic()
+        started = trio.current_time()
         # In a worker thread: creating the turn's files blocks for milliseconds on a busy
         # disk. Shielded: a cancellation landing here would abandon a started agent.
         with trio.CancelScope(shield=True):
@@ -206,7 +209,7 @@ class Turn:
         self._last_output = trio.current_time()
         self.hooks.on_started(proc.pid, proc.ticks)
         exit_code = await self._supervise(proc, files.stdout, files.stderr)
-        duration_ms = int((time.monotonic() - started) * 1000)
+        duration_ms = int((trio.current_time() - started) * 1000)
         outcome = self.stop_outcome or (Outcome.OK if exit_code == 0 else Outcome.ERROR)
         tail = None
         if outcome != Outcome.OK:
