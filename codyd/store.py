@@ -86,8 +86,9 @@ RETRY_MAX_S = 5.0
 # A commit attempt in the writer task ends (shielded) within this; a disk that fails
 # answers in milliseconds, so this only bounds the bookkeeping around the worker thread.
 COMMIT_DEADLINE_S = 10.0
-# How often an idle writer checks that codyd.db is still the file it has open.
-IDENTITY_CHECK_S = 1.0
+# How often an idle writer checks that codyd.db is still the file it has open (a busy one
+# checks before every commit): one stat, and a wake-up of an idle daemon.
+IDENTITY_CHECK_S = 5.0
 # What closing the store may spend on its last commit.
 CLOSE_FLUSH_S = 2.0
 
@@ -326,7 +327,7 @@ class Store:
         return (stat.st_dev, stat.st_ino)
 
     def _check_identity(self) -> None:
-        """Raise StoreDetached if codyd.db is no longer the file we write (worker thread)."""
+        """Raise StoreDetached if codyd.db is no longer the file we write."""
         now = self._file_identity()
         if now != self._identity:
             what = "deleted" if now is None else "replaced by another file"
@@ -580,9 +581,13 @@ class Store:
                 await trio.sleep(self._retry_delay())
 
     async def _check_idle(self) -> None:
-        """An idle writer still notices codyd.db deleted or replaced under it."""
+        """An idle writer still notices codyd.db deleted or replaced under it.
+
+        One stat of a path in the state directory, on the event loop like the heartbeat's
+        write there: a worker-thread round trip for it woke an idle daemon three times.
+        """
         try:
-            await trio.to_thread.run_sync(self._check_identity)
+            self._check_identity()
         except StoreDetached as exc:
             self._failed(exc)
             self._attempted.set()
