@@ -18,7 +18,14 @@ from test_store import make_record
 
 from codyd.daemon import _write_heartbeat
 from codyd.runs.output import CappedLog
-from codyd.store import CLOSE_FLUSH_S, Store, StoreUnusable, StoreUnwritable, open_store
+from codyd.store import (
+    CLOSE_FLUSH_S,
+    IDENTITY_CHECK_S,
+    Store,
+    StoreUnusable,
+    StoreUnwritable,
+    open_store,
+)
 
 PAYLOAD = {"text": "x" * 1000}
 
@@ -137,7 +144,7 @@ async def test_store_file_deleted_or_replaced_is_detected(tmp_path: Path, how: s
                 sqlite3.connect(path).close()
             inode = path.stat().st_ino if how == "replaced" else None
             # Noticed while idle, with nothing to commit.
-            await wait_for(lambda: not store.health.writable, timeout=5)
+            await wait_for(lambda: not store.health.writable, timeout=IDENTITY_CHECK_S + 5)
             assert how in str(store.health.last_error)
             store.append(record, "subprocess_output", PAYLOAD)
             with pytest.raises(StoreUnwritable):
