@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -465,3 +467,21 @@ def test_a_stream_nobody_reads_slows_no_run(http: Http) -> None:
             assert lines[-2] == "event: end"
     finally:
         stuck.close()
+
+
+def test_info_names_the_http_address_and_codyctl_shows_it(http: Http) -> None:
+    """daemon.info says where HTTP listens; `codyctl info` prints it; off, it says so."""
+    url = f"http://127.0.0.1:{http.port}/"
+    info = http.daemon.call("daemon.info")
+    assert info["http"] == {"enabled": True, "listen": f"127.0.0.1:{http.port}", "url": url}
+    shown = subprocess.run(
+        [sys.executable, "-m", "codyctl", "--socket", str(http.daemon.socket), "info"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert url in shown.stdout
+
+
+def test_info_says_http_is_off_by_default(daemon: Daemon) -> None:
+    """Without http_listen, daemon.info.http is just {enabled: false}."""
+    assert daemon.call("daemon.info")["http"] == {"enabled": False}

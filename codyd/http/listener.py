@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -114,6 +114,12 @@ class HttpListener:
                 await trio.sleep(GRACE_S + 0.1)
         finally:
             self._cut_connections()
+
+    def status(self) -> dict[str, Any]:
+        """``daemon.info.http``: where the listener is, and the dashboard's URL."""
+        host, port = split_address(self.address)
+        shown = f"[{host}]" if ":" in host else host
+        return {"enabled": True, "listen": self.address, "url": f"http://{shown}:{port}/"}
 
     def _accepted_here(self, sock: socket.socket) -> bool:
         """A socket of this listener: its port, and its address unless bound to every one."""
