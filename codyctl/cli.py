@@ -437,6 +437,14 @@ def cancel(settings: Settings, run: str, reason: str | None) -> None:
     control(settings, "run.cancel", run, {"reason": reason})
 
 
+@command()
+@click.argument("run", metavar="RUN")
+@click.option("--reason", metavar="R", help="Recorded in the run's events.")
+def retry(settings: Settings, run: str, reason: str | None) -> None:
+    """Drive a failed run again, resuming its session."""
+    control(settings, "run.retry", run, {"reason": reason})
+
+
 def known_types(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> tuple[str, ...]:

@@ -84,7 +84,7 @@ def opt_str_list(
 
 
 # Refused while the store cannot write: their answer promises something durable.
-MUTATING_METHODS = frozenset({"run.start", "run.pause", "run.resume", "run.cancel"})
+MUTATING_METHODS = frozenset({"run.start", "run.pause", "run.resume", "run.cancel", "run.retry"})
 
 
 # -- the methods --------------------------------------------------------------------------------
@@ -120,6 +120,7 @@ class Methods:
             "run.pause": self.pause,
             "run.resume": self.resume,
             "run.cancel": self.cancel,
+            "run.retry": self.retry,
             "run.events": self.events,
             "run.logs": self.logs,
             "rpc.cancel": self.rpc_cancel,
@@ -187,6 +188,11 @@ class Methods:
         allow_only(params, "run_id", "reason")
         reason = opt_str(params, "reason")
         return await self.supervisor.cancel(params.get("run_id"), reason)
+
+    async def retry(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "reason")
+        reason = opt_str(params, "reason")
+        return await self.supervisor.retry(params.get("run_id"), reason)
 
     async def list_runs(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "states", "labels", "limit", "cursor")

@@ -442,6 +442,9 @@ class Store:
             self.live.pop(record.run_id, None)
             self._finished_since_retention = True
             self._retention_due.set()
+        else:
+            # A failed run retried is live again.
+            self.live[record.run_id] = record
         if event is not None:
             self.append(record, event[0], event[1], turn=record.current_turn or None)
         else:

@@ -166,7 +166,7 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
         cases = [
             (client.get("/api/v1/runs/nope"), 404, "not_found"),
             (client.post(f"/api/v1/runs/{run_id}/pause", json={}), 409, "invalid_state"),
-            (client.post(f"/api/v1/runs/{run_id}/retry", json={}), 404, "unknown_method"),
+            (client.post(f"/api/v1/runs/{run_id}/retry", json={}), 409, "invalid_state"),
             (client.delete(f"/api/v1/runs/{run_id}"), 404, "unknown_method"),
             (client.post(f"/api/v1/runs/{run_id}/explode"), 404, "not_found"),
             (client.get("/api/v1/runs", params={"state": "sleepy"}), 400, "invalid_params"),

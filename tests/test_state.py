@@ -24,6 +24,7 @@ CONTRACT = {
     (CG, CD),  # the turn is stopped
     (R, OK),  # completion condition
     (R, F),  # failures or an unrecoverable error
+    (F, R),  # run.retry
 }  # fmt: skip
 
 # Transitions codyd takes beyond the table, each for a stated reason.
@@ -32,6 +33,7 @@ EXTRA = {
     (P, CD),  # likewise for a paused run
     (P, Q),  # a resume that finds every slot taken waits like a new run
     (PG, F),  # an unrecoverable error while the last turn winds down
+    (F, Q),  # a retry that finds every slot taken waits like a new run
 }
 
 ALLOWED = CONTRACT | EXTRA
@@ -43,9 +45,9 @@ def test_contract_transition_allowed(current: State, target: State) -> None:
     assert can_transition(current, target)
 
 
-@pytest.mark.parametrize("current", sorted(TERMINAL))
-def test_terminal_states_have_no_exit(current: State) -> None:
-    """A terminal state never changes again."""
+@pytest.mark.parametrize("current", sorted(TERMINAL - {F}))
+def test_final_states_have_no_exit(current: State) -> None:
+    """completed and cancelled never change again."""
     assert TRANSITIONS[current] == frozenset()
     for target in State:
         assert not can_transition(current, target)
@@ -54,6 +56,11 @@ def test_terminal_states_have_no_exit(current: State) -> None:
 def test_terminal_set() -> None:
     """completed, failed and cancelled are the terminal states."""
     assert frozenset({OK, F, CD}) == TERMINAL
+
+
+def test_failed_leaves_only_by_retry() -> None:
+    """A failed run goes nowhere but back to running (or queued for a slot)."""
+    assert TRANSITIONS[F] == frozenset({R, Q})
 
 
 def test_completed_to_running_refused() -> None:

@@ -19,6 +19,7 @@ LIFECYCLE_TYPES = frozenset(
         "run_completed",
         "run_failed",
         "run_interrupted",
+        "run_retried",
         "turn_started",
         "turn_completed",
     }

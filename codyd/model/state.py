@@ -60,7 +60,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.CANCELLING: frozenset({State.CANCELLED}),
     State.CANCELLED: frozenset(),
     State.COMPLETED: frozenset(),
-    State.FAILED: frozenset(),
+    # run.retry: a failed run drives again (or waits for a slot, like a new run).
+    State.FAILED: frozenset({State.RUNNING, State.QUEUED}),
 }
 
 

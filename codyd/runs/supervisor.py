@@ -340,6 +340,28 @@ class Supervisor:
                 self._spawn_driver(record)
         return await self._answer(record)
 
+    async def retry(self, run_id: Any, reason: str | None) -> dict[str, Any]:
+        """A failed run drives again: its failure count and error cleared, its session kept."""
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        if record.state is not State.FAILED:
+            raise InvalidState(
+                f"cannot retry run {record.run_id!r}: it is {record.state.value}, not failed",
+                state=record.state.value,
+            )
+        fresh = {"error": None, "consecutive_failures": 0, "finished_at": None}
+        event = ("run_retried", {"reason": reason or "retried"})
+        # A driver still winding down, or every slot taken: it waits like a new run.
+        if record.run_id in self.drivers or len(self.drivers) >= self.config.max_active_runs:
+            self.store.compare_and_set(record, {State.FAILED}, State.QUEUED, event, **fresh)
+            self.queue.append(record.run_id)
+            self._fill_slots()
+        elif self.store.compare_and_set(
+            record, {State.FAILED}, State.RUNNING, event, phase=Phase.BETWEEN_TURNS, **fresh
+        ):
+            self._spawn_driver(record)
+        return await self._answer(record)
+
     async def cancel(self, run_id: Any, reason: str | None, source: str = "rpc") -> dict[str, Any]:
         self._refuse_if_shutting_down()
         record = self.get(run_id)
