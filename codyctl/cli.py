@@ -8,6 +8,7 @@ reached, 4 a waited-for run ended failed or cancelled, 5 ``wait --for`` expired,
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -443,6 +444,80 @@ def cancel(settings: Settings, run: str, reason: str | None) -> None:
 def retry(settings: Settings, run: str, reason: str | None) -> None:
     """Drive a failed run again, resuming its session."""
     control(settings, "run.retry", run, {"reason": reason})
+
+
+@command()
+@click.argument("run", metavar="RUN")
+def forget(settings: Settings, run: str) -> None:
+    """Delete a finished run: its events, snapshot and files."""
+
+    def act(run_id: str) -> Any:
+        settings.call("run.forget", {"run_id": run_id})
+        return {"run_id": run_id, "forgotten": True}
+
+    show(settings, on_run(settings, run, act), lambda result: f"{result['run_id']} forgotten")
+
+
+DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+DURATION_FORMS = "a whole number with d, h, m or s (7d, 12h, 30m, 90s)"
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """Seconds in a DURATION such as ``7d``: a whole number and one unit."""
+    number, unit = value[:-1], value[-1:]
+    if unit not in DURATION_UNITS or not number.isdigit():
+        raise click.BadParameter(f"{value!r} is not a duration; expected {DURATION_FORMS}")
+    return float(int(number) * DURATION_UNITS[unit])
+
+
+TERMINAL_STATES = tuple(state.value for state in State if state in TERMINAL)
+
+
+@command()
+@click.option(
+    "--older-than",
+    "older_than",
+    default="7d",
+    show_default=True,
+    callback=parse_duration,
+    metavar="DURATION",
+    help=f"Only runs finished at least this long ago: {DURATION_FORMS}.",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(TERMINAL_STATES),
+    help="Only runs that ended in this state (repeatable; default: every terminal state).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be forgotten; forget nothing.")
+def prune(settings: Settings, older_than: float, states: tuple[str, ...], dry_run: bool) -> None:
+    """Forget the finished runs that ended before a cutoff; print each one."""
+    cutoff = time.time() - older_than
+    chosen: list[dict[str, Any]] = []
+    with settings.open() as client:
+        cursor = None
+        while True:
+            page = client.call(
+                "run.list",
+                {"states": list(states or TERMINAL_STATES), "limit": MAX_LIST_LIMIT}
+                | present({"cursor": cursor}),
+            )
+            chosen += [r for r in page.get("runs", []) if (r.get("finished_at") or 0) <= cutoff]
+            cursor = page.get("cursor")
+            if not cursor:
+                break
+        for run in chosen:
+            if not dry_run:
+                # A run forgotten meanwhile by someone else is already what we wanted.
+                with contextlib.suppress(NotFound):
+                    client.call("run.forget", {"run_id": run["run_id"]})
+            if not settings.json:
+                verb = "would forget" if dry_run else "forgot"
+                ended = render.local_time(run.get("finished_at"))
+                write_line(f"{verb} {run['run_id']} {run['state']} (ended {ended})")
+    if settings.json:
+        write_line(render.to_json([{**run, "forgotten": not dry_run} for run in chosen]))
 
 
 def known_types(

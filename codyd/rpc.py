@@ -84,7 +84,9 @@ def opt_str_list(
 
 
 # Refused while the store cannot write: their answer promises something durable.
-MUTATING_METHODS = frozenset({"run.start", "run.pause", "run.resume", "run.cancel", "run.retry"})
+MUTATING_METHODS = frozenset(
+    {"run.start", "run.pause", "run.resume", "run.cancel", "run.retry", "run.forget"}
+)
 
 
 # -- the methods --------------------------------------------------------------------------------
@@ -123,6 +125,7 @@ class Methods:
             "run.retry": self.retry,
             "run.events": self.events,
             "run.logs": self.logs,
+            "run.forget": self.forget,
             "rpc.cancel": self.rpc_cancel,
         }
 
@@ -218,6 +221,10 @@ class Methods:
         await self.store.settle()
         runs = Encoded.array([record.packed_summary() for record in page])
         return Encoded.map({"runs": runs, "cursor": next_cursor})
+
+    async def forget(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id")
+        return await self.supervisor.forget(params.get("run_id"))
 
     # streams
 

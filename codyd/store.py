@@ -458,6 +458,31 @@ class Store:
         for index in range(end - 1, -1, -1):
             yield self.runs[order[index][1]]
 
+    def forget(self, record: RunRecord) -> None:
+        """Drop a terminal run from memory now and queue the deletion of all its rows.
+
+        The DELETEs run after the batch's upserts in the same transaction, so a record
+        or event of this run still queued is written and deleted in one commit.
+        """
+        if not record.terminal:
+            raise InvalidState(
+                f"run {record.run_id} is {record.state.value}, not terminal",
+                state=record.state.value,
+            )
+        run_id = record.run_id
+        self.runs.pop(run_id, None)
+        self.live.pop(run_id, None)
+        index = bisect.bisect_left(self._order, (record.created_at, run_id))
+        if index < len(self._order) and self._order[index] == (record.created_at, run_id):
+            del self._order[index]
+        self._committed_seqs.pop(run_id, None)
+        self._grown.discard(run_id)
+        self._batch.runs.pop(run_id, None)
+        for table in ("events", "turns", "leases", "runs"):
+            self.execute_later(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        # The mirror's per-run ctl cursor (codyd/mirror/control.py, cursor_key).
+        self.execute_later("DELETE FROM kv WHERE key = ?", (f"ctl.{run_id}",))
+
     def save_turn(self, run_id: str, n: int, **fields: Any) -> None:
         self._batch.turns.append((run_id, (n, fields)))
         self._queued()

@@ -167,7 +167,7 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
             (client.get("/api/v1/runs/nope"), 404, "not_found"),
             (client.post(f"/api/v1/runs/{run_id}/pause", json={}), 409, "invalid_state"),
             (client.post(f"/api/v1/runs/{run_id}/retry", json={}), 409, "invalid_state"),
-            (client.delete(f"/api/v1/runs/{run_id}"), 404, "unknown_method"),
+            (client.delete("/api/v1/runs/nope"), 404, "not_found"),
             (client.post(f"/api/v1/runs/{run_id}/explode"), 404, "not_found"),
             (client.get("/api/v1/runs", params={"state": "sleepy"}), 400, "invalid_params"),
             (client.get("/api/v1/runs", params={"limit": "many"}), 400, "invalid_params"),
@@ -193,6 +193,10 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
             error = response.json()["error"]
             assert error["code"] == code
             assert set(error) == {"code", "message", "retryable", "data"}
+        # DELETE is run.forget: the finished run is gone.
+        forgotten = client.delete(f"/api/v1/runs/{run_id}")
+        assert forgotten.status_code == 200 and forgotten.json() == {"ok": True}
+        assert client.get(f"/api/v1/runs/{run_id}").status_code == 404
 
 
 _json = {"Content-Type": "application/json"}

@@ -293,7 +293,8 @@ class Mirror:
 
     def _dirty_metas(self, events: Sequence[Event]) -> list[RunMeta]:
         """Runs whose meta goes into this batch: those with events in it, then changed ones."""
-        touched = dict.fromkeys(event.run_id for event in events)
+        # A run forgotten since these events were read has no meta to send.
+        touched = dict.fromkeys(e.run_id for e in events if e.run_id in self.store.runs)
         self._live.update(touched)
         now = trio.current_time()
         if now >= self._next_scan:

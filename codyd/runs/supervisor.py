@@ -8,6 +8,7 @@ resume, cancel), start-up recovery and the stop of every turn at shutdown.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import deque
 from functools import partial
@@ -389,6 +390,32 @@ class Supervisor:
         else:
             driver.cancel(reason)
         return await self._answer(record)
+
+    # -- forget ------------------------------------------------------------------------------------
+
+    async def forget(self, run_id: Any) -> dict[str, Any]:
+        """Delete a terminal run: its rows (durably, before the answer), then its files."""
+        record = self.get(run_id)
+        if not record.terminal or record.run_id in self.drivers:
+            # A driver still winding down a terminal run may save it again: not yet.
+            raise InvalidState(
+                f"cannot forget run {record.run_id!r}: it is {record.state.value}",
+                state=record.state.value,
+            )
+        self.store.forget(record)
+        await self.store.sync()
+        run_dir = self.layout.run_dir(record.run_id)
+        try:
+            await trio.to_thread.run_sync(shutil.rmtree, run_dir)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            # The rows are gone; what is left on disk is only space (docs/operations.md).
+            log.warning(
+                "forgotten run's files not all deleted", run_id=record.run_id, error=str(exc)
+            )
+        log.info("run forgotten", run_id=record.run_id, state=record.state.value)
+        return {"ok": True}
 
     # -- recovery ---------------------------------------------------------------------------------
 
