@@ -150,7 +150,8 @@ SLEEPS_ONCE = ["sh", "-c", "cat >/dev/null; [ -e slept ] && exit 0; touch slept;
 def test_interrupted_last_turn_is_not_counted(daemon: Daemon) -> None:
     """max_turns=1 and its only turn interrupted by SIGTERM: after restart a new turn runs, then it completes."""
     daemon.start_run(SLEEPS_ONCE, run_id="int1", max_turns=1)
-    daemon.wait_event("int1", "turn_started")
+    # Stopped only once it has marked its first turn: else the next turn sleeps too.
+    wait_until((daemon.workspace() / "slept").exists, what="the first turn to be under way")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(30) == 0
     daemon.start()
@@ -163,7 +164,7 @@ def test_interrupted_last_turn_is_not_counted(daemon: Daemon) -> None:
 def test_lost_last_turn_is_not_counted(daemon: Daemon) -> None:
     """max_turns=1 and its only turn lost to kill -9: after restart a new turn runs, then it completes."""
     daemon.start_run(SLEEPS_ONCE, run_id="lost1", max_turns=1)
-    daemon.wait_event("lost1", "turn_started")
+    wait_until((daemon.workspace() / "slept").exists, what="the first turn to be under way")
     kill9(daemon)
     daemon.start()
     final = daemon.wait_state("lost1", "completed", "failed")
