@@ -122,5 +122,5 @@ def check_any_lines(
         stderr = adapter.parse_stderr(text)
         assert not stderr.consumed and not stderr.events
     result = adapter.finish(exit_code)
-    assert result is None or isinstance(result, str)
-    pack({"error": result})
+    assert result is None or isinstance(result.message, str)
+    pack({"error": None if result is None else result.message})

@@ -159,8 +159,8 @@ def test_error_transcript() -> None:
         ("token_usage", {"input": 42405, "output": 279, "cached": 31760}),
         ("cost", {"usd": 0.053628}),
     ]
-    assert adapter.finish(0) == "error_max_turns: Reached maximum number of turns (2)"
-    assert adapter.finish(1) == "error_max_turns: Reached maximum number of turns (2)"
+    assert adapter.finish(0).message == "error_max_turns: Reached maximum number of turns (2)"
+    assert adapter.finish(1).message == "error_max_turns: Reached maximum number of turns (2)"
 
 
 def test_resume_reporting_another_session() -> None:
@@ -188,7 +188,7 @@ def test_unknown_session_transcript() -> None:
         ("cost", {"usd": 0.0}),
     ]
     assert (
-        adapter.finish(1)
+        adapter.finish(1).message
         == "error_during_execution: No conversation found with session ID: 6f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f"
     )
 
@@ -386,7 +386,8 @@ def test_result_errors(result: dict[str, Any], error: str | None) -> None:
     """`is_error: true` fails the turn whatever the subtype: errors, else result text, else subtype."""
     adapter = ClaudeAdapter()
     adapter.parse_stdout(line({"type": "result", **result}))
-    assert adapter.finish(0) == error
+    report = adapter.finish(0)
+    assert (None if report is None else report.message) == error
 
 
 def test_older_cost_key_and_odd_costs() -> None:
@@ -406,7 +407,7 @@ def test_older_cost_key_and_odd_costs() -> None:
 
 def test_finish_without_a_result() -> None:
     """Exit 0 without a result is a crash; a non-zero exit already fails the turn."""
-    assert ClaudeAdapter().finish(0) == NO_RESULT
+    assert ClaudeAdapter().finish(0).message == NO_RESULT
     assert ClaudeAdapter().finish(1) is None
     assert ClaudeAdapter().finish(None) is None
 
@@ -550,7 +551,8 @@ def test_fake_claude_unknown_session_and_exit_status(tmp_path: Path) -> None:
     [parsed] = [adapter.parse_stdout(text) for text in unknown.stdout.splitlines()]
     assert parsed.resume_failed and parsed.session_id is None
     assert (
-        adapter.finish(1) == "error_during_execution: No conversation found with session ID: gone"
+        adapter.finish(1).message
+        == "error_during_execution: No conversation found with session ID: gone"
     )
     known = run_fake(
         FAKE_CLAUDE,

@@ -134,8 +134,8 @@ def test_failed_turn_transcript() -> None:
         ),
         ("warning", {"message": LIMIT}),
     ]
-    assert adapter.finish(1) == LIMIT
-    assert adapter.finish(0) == LIMIT
+    assert adapter.finish(1).message == LIMIT
+    assert adapter.finish(0).message == LIMIT
 
 
 def test_resumed_turn_transcript() -> None:
@@ -448,7 +448,7 @@ def test_usage_tolerates_extra_and_odd_fields() -> None:
 
 def test_finish_without_turn_completed() -> None:
     """Exit 0 without turn.completed is an error; a non-zero exit already is one."""
-    assert CodexAdapter().finish(0) == NO_TURN_COMPLETED
+    assert CodexAdapter().finish(0).message == NO_TURN_COMPLETED
     assert CodexAdapter().finish(1) is None
     assert CodexAdapter().finish(None) is None
 
@@ -465,7 +465,7 @@ def test_turn_failed_without_a_message() -> None:
     """turn.failed without a message still fails the turn."""
     adapter = CodexAdapter()
     adapter.parse_stdout(line({"type": "turn.failed", "error": None}))
-    assert adapter.finish(0) == "turn failed"
+    assert adapter.finish(0).message == "turn failed"
 
 
 # -- properties -------------------------------------------------------------------------------

@@ -10,7 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codyd.config import AgentConfig
+from codyd.model.state import Outcome
 from codyd.spec import RunSpec
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReport:
+    """The agent's own account of why its turn did not go well (docs/agents.md).
+
+    ``outcome`` is ``error`` for an ordinary failure, or what the agent was
+    stopped by: ``rate_limited``, ``auth_failed``, ``context_exhausted``,
+    ``unavailable``.
+    """
+
+    outcome: Outcome
+    message: str
+    code: str | None = None  # the agent's own code: error_max_turns, 401, usage_limit_reached
+    resets_at: float | None = None  # rate_limited: when the limit resets, unix seconds
 
 
 @dataclass(slots=True)
@@ -39,6 +55,6 @@ class Adapter(Protocol):
     def parse_stderr(self, line: str) -> Parsed:
         """Read one stderr line."""
 
-    def finish(self, exit_code: int | None) -> str | None:
+    def finish(self, exit_code: int | None) -> AgentReport | None:
         """At the end of the turn: the error the agent reported (or its silence implies),
-        which makes the turn's outcome ``error`` even after exit 0; None if it went well."""
+        which decides the turn's outcome even after exit 0; None if it went well."""

@@ -33,10 +33,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-from codyd.agents.base import Parsed
+from codyd.agents.base import AgentReport, Parsed
 from codyd.agents.jsonline import MAX_INT, count, load_object, plain, str_or_none
 from codyd.agents.shell import is_test_command, looks_like_file, summaries_in
 from codyd.config import AgentConfig
+from codyd.model.state import Outcome
 from codyd.spec import RunSpec
 
 NO_RESULT: Final = "claude exited without a result"
@@ -104,11 +105,11 @@ class ClaudeAdapter:
     def parse_stderr(self, line: str) -> Parsed:
         return Parsed(resume_failed=UNKNOWN_SESSION_RE.search(line) is not None)
 
-    def finish(self, exit_code: int | None) -> str | None:
+    def finish(self, exit_code: int | None) -> AgentReport | None:
         if self._error is not None:
-            return self._error
+            return AgentReport(Outcome.ERROR, self._error)
         if not self._result_seen and exit_code == 0:
-            return NO_RESULT
+            return AgentReport(Outcome.ERROR, NO_RESULT)
         return None
 
     # -- assistant ------------------------------------------------------------------------------

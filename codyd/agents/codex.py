@@ -28,10 +28,11 @@ import re
 import shlex
 from typing import Any, Final
 
-from codyd.agents.base import Parsed
+from codyd.agents.base import AgentReport, Parsed
 from codyd.agents.jsonline import count, exit_status, load_object, plain, str_or_none
 from codyd.agents.shell import files_read, is_test_command, summaries_in, unwrap_shell
 from codyd.config import AgentConfig
+from codyd.model.state import Outcome
 from codyd.spec import RunSpec
 from codyd.telemetry.ansi import strip_ansi
 from codyd.telemetry.session import find_session_id
@@ -118,11 +119,11 @@ class CodexAdapter:
             resume_failed=self._resume_failed(plain_line),
         )
 
-    def finish(self, exit_code: int | None) -> str | None:
+    def finish(self, exit_code: int | None) -> AgentReport | None:
         if self._turn_failed is not None:
-            return self._turn_failed
+            return AgentReport(Outcome.ERROR, self._turn_failed)
         if not self._turn_completed and exit_code == 0:
-            return NO_TURN_COMPLETED
+            return AgentReport(Outcome.ERROR, NO_TURN_COMPLETED)
         return None
 
     def _resume_failed(self, message: str) -> bool:

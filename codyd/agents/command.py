@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from codyd.agents.base import Parsed
+from codyd.agents.base import AgentReport, Parsed
 from codyd.config import AgentConfig
 from codyd.spec import RunSpec
 from codyd.telemetry.session import find_session_id
@@ -26,5 +26,5 @@ class CommandAdapter:
         # Every line of a command agent is output; a session line is also remembered.
         return Parsed(session_id=find_session_id(line))
 
-    def finish(self, exit_code: int | None) -> str | None:
+    def finish(self, exit_code: int | None) -> AgentReport | None:
         return None

@@ -140,6 +140,10 @@ class RunRecord:
     # Seconds spent paused, so budget.max_duration_s counts running time only.
     paused_total_s: float = 0.0
     paused_since: float | None = None
+    # Why the next turn is held back, while phase is "waiting": {reason, until, account}.
+    wait: dict[str, Any] | None = None
+    # The last thing the run asked a person for: {reason, message, at}; None once resolved.
+    attention: dict[str, Any] | None = None
     # The spec never changes: its JSON is made once, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
     # The summary as msgpack, kept until a field changes (see __setattr__).
@@ -189,6 +193,8 @@ class RunRecord:
                 "line": self.completion_line,
             },
             "error": self.error,
+            "wait": self.wait,
+            "attention": self.attention,
             "node": self.node,
             "last_seq": self.last_seq,
         }

@@ -21,6 +21,7 @@ class Phase(StrEnum):
     IN_TURN = "in_turn"
     BETWEEN_TURNS = "between_turns"
     BACKOFF = "backoff"
+    WAITING = "waiting"  # a limit, a login or the disk holds the next turn (record.wait says why)
 
 
 class Outcome(StrEnum):
@@ -34,6 +35,11 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"
     SPAWN_FAILED = "spawn_failed"
     LOST = "lost"
+    # What the agent itself reported stopped it (docs/agents.md); none is a failed turn.
+    RATE_LIMITED = "rate_limited"
+    AUTH_FAILED = "auth_failed"
+    CONTEXT_EXHAUSTED = "context_exhausted"
+    UNAVAILABLE = "unavailable"
 
 
 # Turn outcomes that count as failures (toward max_consecutive_failures, with backoff).
@@ -41,7 +47,17 @@ FAILED_OUTCOMES = frozenset(
     {Outcome.ERROR, Outcome.STALLED, Outcome.TIMED_OUT, Outcome.SPAWN_FAILED}
 )
 # Not counted toward max_turns: the daemon ended the turn, or no agent ran (docs/events.md §4.1).
-UNCOUNTED_OUTCOMES = frozenset({Outcome.INTERRUPTED, Outcome.LOST, Outcome.SPAWN_FAILED})
+# A limit, a refused login or an unreachable service did no work either.
+UNCOUNTED_OUTCOMES = frozenset(
+    {
+        Outcome.INTERRUPTED,
+        Outcome.LOST,
+        Outcome.SPAWN_FAILED,
+        Outcome.RATE_LIMITED,
+        Outcome.AUTH_FAILED,
+        Outcome.UNAVAILABLE,
+    }
+)
 
 TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
 # The last event of every run that ends, one per terminal state.

@@ -432,9 +432,10 @@ class TurnOutput:
     def conclude(self, result: TurnResult) -> None:
         """The agent's last word on its turn: an error it reported, a session it lost."""
         if result.outcome in (Outcome.OK, Outcome.ERROR):
-            reported = self._adapter.finish(result.exit_code)
-            if reported is not None:
-                result.outcome, result.error_message = Outcome.ERROR, reported
+            report = self._adapter.finish(result.exit_code)
+            if report is not None:
+                result.outcome, result.error_message = report.outcome, report.message
+                result.error_code, result.resets_at = report.code, report.resets_at
         requested = self.sessions.requested
         if self.adapter_events.resume_failed and requested is not None:
             # A session the agent no longer knows: the next turn starts a fresh one.

@@ -58,6 +58,8 @@ class TurnResult:
     stderr_tail: str | None = None
     error_message: str | None = None
     fatal: bool = False  # spawn_failed that no retry can fix
+    error_code: str | None = None  # the agent's own code for its error (error_max_turns, 401)
+    resets_at: float | None = None  # rate_limited: when the agent said its limit resets (unix s)
 
 
 @dataclass(slots=True)
@@ -411,7 +413,9 @@ def read_prompt(spec: RunSpec) -> BuiltPrompt | TurnResult:
         return TurnResult(Outcome.ERROR, None, 0, error_message=str(exc))
 
 
-def turn_completed_data(outcome: Outcome, error_message: str | None) -> dict[str, Any]:
+def turn_completed_data(
+    outcome: Outcome, error_message: str | None, error_code: str | None = None
+) -> dict[str, Any]:
     """A ``turn_completed`` event's data, the counts left at zero."""
     return {
         "outcome": outcome,
@@ -420,5 +424,7 @@ def turn_completed_data(outcome: Outcome, error_message: str | None) -> dict[str
         "tokens": {"input": 0, "output": 0, "cached": 0},
         "cost_usd": 0.0,
         "stderr_tail": None,
-        "error": None if error_message is None else {"code": outcome, "message": error_message},
+        "error": None
+        if error_message is None
+        else {"code": error_code or outcome, "message": error_message},
     }

@@ -206,7 +206,7 @@ class TurnRunner:
             exit_code=result.exit_code,
         )
         message = None if result.error_message is None else self._emit.text(result.error_message)
-        data = turn_completed_data(result.outcome, message)
+        data = turn_completed_data(result.outcome, message, result.error_code)
         tail = result.stderr_tail
         data.update(
             exit_code=result.exit_code,
