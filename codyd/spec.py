@@ -77,6 +77,8 @@ class RunSpec:
     max_consecutive_failures: int
     retry_backoff_s: float
     budget: Budget
+    # Consecutive ok turns without progress before the run pauses; None: the agent's default.
+    stagnation_turns: int | None = None
 
     def to_wire(self, redact_env: bool = True) -> dict[str, Any]:
         """Return a plain msgpack/JSON-able map; env values become ``***`` when redacting."""
@@ -113,6 +115,7 @@ class RunSpec:
                 "max_tokens": self.budget.max_tokens,
                 "max_duration_s": self.budget.max_duration_s,
             },
+            "stagnation_turns": self.stagnation_turns,
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class RunSpec:
             max_consecutive_failures=data["max_consecutive_failures"],
             retry_backoff_s=float(data["retry_backoff_s"]),
             budget=_budget_from_wire(data["budget"]),
+            stagnation_turns=data.get("stagnation_turns"),  # absent in runs stored before it
         )
 
     def identity(self) -> dict[str, Any]:
@@ -373,6 +377,7 @@ _DEFAULTABLE: dict[str, Validator] = {
     "labels": _labels,
     "max_consecutive_failures": _integer(1),
     "retry_backoff_s": _non_negative,
+    "stagnation_turns": _optional(_integer(0)),
 }
 # Fields given per run only; null means "not given" for the optional ones.
 _PER_RUN: dict[str, Validator] = {
@@ -405,6 +410,7 @@ _BUILTIN: dict[str, Any] = {
     "labels": {},
     "max_consecutive_failures": 3,
     "retry_backoff_s": 2.0,
+    "stagnation_turns": None,
 }
 _ALL_FIELDS = sorted([*_DEFAULTABLE, *_PER_RUN, *_NESTED])
 

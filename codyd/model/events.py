@@ -57,6 +57,7 @@ EVENT_TYPES = (
             "control_received",
             "warning",
             "custom",
+            "attention",
         }
     )
 )

@@ -144,6 +144,10 @@ class RunRecord:
     wait: dict[str, Any] | None = None
     # The last thing the run asked a person for: {reason, message, at}; None once resolved.
     attention: dict[str, Any] | None = None
+    # The progress guard (codyd.runs.progress): consecutive ok turns without progress, and
+    # the last test results and assistant message reported, so a restart goes on counting.
+    stagnant_turns: int = 0
+    progress_marks: dict[str, Any] | None = None
     # The spec never changes: its JSON is made once, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
     # The summary as msgpack, kept until a field changes (see __setattr__).

@@ -22,7 +22,8 @@ from codyd.model.state import Outcome, Phase, State
 from codyd.redact import secret_values
 from codyd.runs import verdict
 from codyd.runs.pipeline import Redactor, RunEvents
-from codyd.runs.turn import Turn
+from codyd.runs.progress import ProgressGuard
+from codyd.runs.turn import Turn, TurnResult
 from codyd.runs.turn_runner import TurnRunner, run_seconds
 from codyd.runs.verdict import Action, RunView, Verdict
 from codyd.runs.watch import stop_file_present
@@ -47,6 +48,7 @@ class RunDriver:
         self.pause_reason: str | None = None
         self.cancel_reason: str | None = None
         self._wake = trio.Event()
+        self.progress = ProgressGuard(record)
         events = RunEvents(record, self._append)
         # Values of the run's env: agent output echoing them never reaches an event.
         self._emit = Redactor(secret_values(self.spec.env.values()), events)
@@ -94,6 +96,7 @@ class RunDriver:
     async def drive(self) -> None:
         """Turn after turn until the run leaves ``running``; errors go to the caller."""
         record = self.record
+        await self._start_progress_guard()
         while record.state is State.RUNNING and not self._stopped():
             if not await self._hold_lease() or self._stopped():
                 break
@@ -114,6 +117,8 @@ class RunDriver:
                 interrupted=self.interrupted,
                 lease_lost=self.lease_holder is not None,
             )
+            if await self._pause_without_progress(result, decision):
+                break
             if decision.action is Action.BACK_OFF:
                 await self._backoff(decision.delay_s)
             elif self._apply(decision):
@@ -191,6 +196,43 @@ class RunDriver:
         if record.phase is Phase.BACKOFF:
             record.phase = Phase.BETWEEN_TURNS
 
+    # -- the progress guard (docs/operations.md, Progress guard) -----------------------------
+
+    async def _start_progress_guard(self) -> None:
+        warning = await self.progress.start()
+        if warning is not None:
+            self._emit("warning", {"message": warning})
+
+    async def _pause_without_progress(self, result: TurnResult, decision: Verdict) -> bool:
+        """Count the turn toward ``stagnation_turns``; True once the run paused for it."""
+        if not self.progress.on or decision.stops:
+            return False
+        judged = await self.progress.judge(result.outcome)
+        if judged.warning is not None:
+            self._emit("warning", {"message": judged.warning})
+        self.store.save(self.record)
+        if not judged.stalled or decision.action is not Action.GO_ON or self._stopped():
+            return False
+        record, turns = self.record, judged.stagnant_turns
+        paused = self.store.compare_and_set(
+            record,
+            {State.RUNNING},
+            State.PAUSED,
+            ("run_paused", {"reason": "no_progress"}),
+            phase=Phase.IDLE,
+            paused_since=time.time(),
+            stagnant_turns=0,
+        )
+        if paused:
+            message = (
+                f"{turns} turns in a row ended ok without changing the workspace, "
+                "the test results or the agent's last message; resume the run to go on"
+            )
+            record.attention = {"reason": "no_progress", "message": message, "at": time.time()}
+            self._append("attention", {"reason": "no_progress", "message": message, "turns": turns})
+            log.warning("run paused: no progress", run_id=record.run_id, turns=turns)
+        return paused
+
     # -- verdicts ---------------------------------------------------------------------------
 
     def _view(self) -> RunView:
@@ -223,6 +265,7 @@ class RunDriver:
         return decision.stops
 
     def _append(self, type_: str, data: dict[str, Any]) -> None:
+        self.progress.observe(type_, data)
         self.store.append(self.record, type_, data, turn=self.record.current_turn or None)
 
     def _fail(self, error: dict[str, Any], *also: State) -> None:

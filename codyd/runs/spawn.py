@@ -173,3 +173,39 @@ class AgentProcess:
         if self._popen.poll() is None:
             self._popen.returncode = -signal.SIGKILL
         self._unregister()
+
+
+def run_helper(
+    argv: Sequence[str], cwd: str, timeout_s: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a short command of codyd's own (``git status``) to its end (blocking).
+
+    Registered as codyd's child while it lives, so that neither the orphan reaper
+    nor the look for stray processes takes it. Killed at ``timeout_s``
+    (:class:`subprocess.TimeoutExpired`); raises OSError when it cannot start.
+    """
+    pid: int | None = None
+    CHILDREN._begin()
+    try:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+        )
+        pid = popen.pid
+    finally:
+        CHILDREN._end(pid)
+    try:
+        with popen:
+            try:
+                out, err = popen.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                popen.kill()
+                popen.communicate()
+                raise
+    finally:
+        CHILDREN.release(popen.pid)
+    return subprocess.CompletedProcess(popen.args, popen.returncode, out, err)
