@@ -284,6 +284,8 @@ class Config:
     max_active_runs: int = field(default=64, metadata=_setting(_integer(1)))
     max_turn_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_setting(_integer(1024)))
     max_line_bytes: int = field(default=1024 * 1024, metadata=_setting(_integer(256)))
+    # Below this much free space under state_dir no new turn starts (codyd.runs.disk); 0: off.
+    min_free_bytes: int = field(default=256 * 1024 * 1024, metadata=_setting(_integer(0)))
     event_retention: EventRetention = field(
         default=EventRetention(), metadata=_table(EventRetention)
     )

@@ -123,6 +123,7 @@ class Daemon:
             "runs": self.supervisor.counts(),
             "mirror": self.mirror.status() if self.mirror is not None else dict(DISABLED_STATUS),
             "store": self.store.health_info(),
+            "disk": self.supervisor.disk.info(),
             "http": self.http.status() if self.http is not None else {"enabled": False},
             "connections": len(self.server.connections),
         }

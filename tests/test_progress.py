@@ -187,3 +187,15 @@ def test_guard_warns_once_when_the_fingerprint_is_partial(tmp_path: Path) -> Non
     first, *rest = trio.run(main)
     assert first is not None and "first 2 files" in first
     assert rest == [None, None, None]
+
+
+def test_the_count_and_marks_are_stored_with_the_record(tmp_path: Path) -> None:
+    """A restarted daemon reads the count back: it does not start again from zero."""
+    import json
+
+    record = record_for(tmp_path, stagnation_turns=4)
+    record.stagnant_turns = 2
+    record.progress_marks = {"tests": [1, 0, 0], "message": None}
+    again = RunRecord.from_store(json.loads(record.to_store_json()))
+    assert again.stagnant_turns == 2 and again.progress_marks == record.progress_marks
+    assert again.spec.stagnation_turns == 4

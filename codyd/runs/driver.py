@@ -21,6 +21,7 @@ from codyd.model.record import RunRecord
 from codyd.model.state import Outcome, Phase, State
 from codyd.redact import secret_values
 from codyd.runs import verdict
+from codyd.runs.disk import DiskMonitor
 from codyd.runs.pipeline import Redactor, RunEvents
 from codyd.runs.progress import ProgressGuard
 from codyd.runs.turn import Turn, TurnResult
@@ -40,8 +41,11 @@ class RunDriver:
         leases: Leases,
         config: Config,
         turn_dir: Callable[[str, int], Path],
+        *,
+        disk: DiskMonitor | None = None,
     ) -> None:
         self.record, self.spec = record, record.spec
+        self.disk = disk
         self.store, self.leases, self.config = store, leases, config
         self.interrupted = False
         self.lease_holder: str | None = None  # set when another daemon took the lease
@@ -102,6 +106,7 @@ class RunDriver:
                 break
             if self._apply(verdict.before_turn(self._view(), self.spec)):
                 break
+            await self._wait_for_disk()
             # No new turn while the store cannot record it.
             await self.store.wait_writable(
                 record.run_id, lambda: self._stopped() or record.state is not State.RUNNING
@@ -195,6 +200,35 @@ class RunDriver:
             await self._wake.wait()
         if record.phase is Phase.BACKOFF:
             record.phase = Phase.BETWEEN_TURNS
+
+    # -- the disk guard (docs/operations.md, Disk) ---------------------------------------------
+
+    async def _wait_for_disk(self) -> None:
+        """While the state directory's disk is low, the next turn waits (phase ``waiting``)."""
+        disk, record = self.disk, self.record
+        if disk is None or not disk.low:
+            return
+        record.phase = Phase.WAITING
+        record.wait = {"reason": "disk_full", "until": None, "account": None}
+        if record.run_id in disk.alerted:
+            self.store.save(record)
+        else:
+            disk.alerted.add(record.run_id)
+            message = disk.message()
+            record.attention = {"reason": "disk_full", "message": message, "at": time.time()}
+            self._append("attention", {"reason": "disk_full", "message": message})
+        log.warning("run waits for disk space", run_id=record.run_id, free=disk.free_bytes)
+        back = await disk.wait_for_space(
+            lambda: self._stopped() or record.state is not State.RUNNING
+        )
+        if record.wait is not None and record.wait.get("reason") == "disk_full":
+            record.wait = None
+        if record.phase is Phase.WAITING:
+            record.phase = Phase.BETWEEN_TURNS
+        attention = record.attention
+        if back and attention is not None and attention.get("reason") == "disk_full":
+            record.attention = None
+        self.store.save(record)
 
     # -- the progress guard (docs/operations.md, Progress guard) -----------------------------
 

@@ -24,6 +24,7 @@ from codyd.model.layout import PID_FILE, StateLayout
 from codyd.model.record import RunRecord
 from codyd.model.state import Outcome, Phase, State
 from codyd.runs import procs
+from codyd.runs.disk import DiskMonitor
 from codyd.runs.driver import RunDriver
 from codyd.runs.spawn import CHILDREN
 from codyd.runs.turn import read_pid_file
@@ -61,12 +62,14 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
         self._all_done.set()
+        self.disk = DiskMonitor(config.state_dir, config.min_free_bytes)
 
     # -- the task ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await nursery.start(self.disk.run)  # its first check before any turn
             await self._recover()
             self._fill_slots()
             nursery.start_soon(self._sweep_strays)
@@ -211,7 +214,9 @@ class Supervisor:
 
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
-        driver = RunDriver(record, self.store, self.leases, self.config, self.layout.turn_dir)
+        driver = RunDriver(
+            record, self.store, self.leases, self.config, self.layout.turn_dir, disk=self.disk
+        )
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(self._drive, driver)
