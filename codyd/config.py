@@ -286,6 +286,7 @@ class Config:
     max_line_bytes: int = field(default=1024 * 1024, metadata=_setting(_integer(256)))
     # Below this much free space under state_dir no new turn starts (codyd.runs.disk); 0: off.
     min_free_bytes: int = field(default=256 * 1024 * 1024, metadata=_setting(_integer(0)))
+    disk_check_s: float = field(default=5.0, metadata=_setting(_number(0, above=True)))
     event_retention: EventRetention = field(
         default=EventRetention(), metadata=_table(EventRetention)
     )

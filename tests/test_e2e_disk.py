@@ -20,7 +20,9 @@ from conftest import Daemon, agent, wait_until
 # The SIGTERM bound (operations.md 2.1): the largest sigkill_delay_s of the live turns
 # (default 5 s) plus 10 s.
 SIGTERM_BOUND_S = 15.0
-FAST = {"CODYD_HEARTBEAT_S": "0.1"}
+# These file systems are far below the disk guard's default min_free_bytes: it is off here
+# (test_e2e_disk_guard.py tests it).
+FAST = {"CODYD_HEARTBEAT_S": "0.1", "CODYD_MIN_FREE_BYTES": "0"}
 
 
 def chatty(daemon: Daemon, run_id: str = "chatty") -> dict[str, Any]:

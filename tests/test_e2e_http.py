@@ -427,6 +427,7 @@ def test_readyz_says_why_while_the_store_cannot_write(http_factory: Callable[...
     and a control request is 503 overloaded with Retry-After."""
     http = http_factory(start=False)
     daemon = http.daemon
+    daemon.env["CODYD_MIN_FREE_BYTES"] = "0"  # a 32 MiB file system: the disk guard is off
     with ext4_image(daemon.state_dir):
         daemon.start()
         with http.client() as client:

@@ -1,10 +1,10 @@
 """The disk guard: no turn starts while the state directory's disk is nearly full.
 
 A monitor task looks at the free space under the state directory every
-``CHECK_S`` seconds (one ``statvfs`` in a worker thread) and adds up the
-directory's own size at most every ``SIZE_EVERY_S`` (a walk of it, also in a
-worker thread). Below ``min_free_bytes`` the disk is *low*: run drivers about
-to start a turn wait (``phase: "waiting"``, ``wait.reason = "disk_full"``)
+``disk_check_s`` seconds (one ``statvfs`` in a worker thread) and adds up the
+directory's own size every ``SIZE_EVERY_S`` and when the disk goes low (a walk
+of it, also in a worker thread). Below ``min_free_bytes`` the disk is *low*:
+run drivers about to start a turn wait (``phase: "waiting"``, ``wait.reason = "disk_full"``)
 until a check finds the space back, then go on by themselves. See
 docs/operations.md, "Disk".
 """
@@ -112,9 +112,11 @@ class DiskMonitor:
                 )
                 size_due = trio.current_time() + self.size_every_s
             await trio.sleep(self.check_s)
-            await self.check()
+            if await self.check() and self.low:
+                size_due = trio.current_time()  # what takes the space is news now
 
-    async def check(self) -> None:
+    async def check(self) -> bool:
+        """One look at the free space; True when the disk went low or came back."""
         try:
             free: int | None = await trio.to_thread.run_sync(self._probe, self.state_dir)
         except OSError as exc:
@@ -124,13 +126,13 @@ class DiskMonitor:
             self._probe_failed = True
         else:
             self._probe_failed = False
-        self.update(free)
+        return self.update(free)
 
-    def update(self, free: int | None) -> None:
+    def update(self, free: int | None) -> bool:
         self.free_bytes = free
         low = free is not None and free < self.min_free_bytes
         if low == self.low:
-            return
+            return False
         self.low = low
         if low:
             log.warning(
@@ -144,6 +146,7 @@ class DiskMonitor:
             self.alerted.clear()
         self._changed.set()
         self._changed = trio.Event()
+        return True
 
     async def wait_for_space(self, give_up: Callable[[], bool]) -> bool:
         """Wait until the disk is not low any more (True) or ``give_up()`` is true (False)."""

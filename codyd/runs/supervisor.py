@@ -62,7 +62,9 @@ class Supervisor:
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
         self._all_done.set()
-        self.disk = DiskMonitor(config.state_dir, config.min_free_bytes)
+        self.disk = DiskMonitor(
+            config.state_dir, config.min_free_bytes, check_s=config.disk_check_s
+        )
 
     # -- the task ----------------------------------------------------------------------------
 
