@@ -47,7 +47,7 @@ def wait_disk_full(daemon: Daemon) -> dict[str, Any]:
 
 def test_low_disk_holds_new_turns_until_space_returns(daemon_factory) -> None:
     """Below min_free_bytes the run waits (one attention), pause works, and freed space
-    lets it go on by itself; low again, cancel ends it while it waits."""
+    lets it go on by itself, after a restart too; low again, cancel ends it while it waits."""
     daemon = daemon_factory(start=False, env=GUARD)
     with small_tmpfs(daemon.state_dir, "32m"):
         daemon.start()
@@ -83,12 +83,29 @@ def test_low_disk_holds_new_turns_until_space_returns(daemon_factory) -> None:
         assert going["wait"] is None and going["attention"] is None
         assert not daemon.call("daemon.info")["disk"]["low"]
 
-        # A second episode: told again; cancel ends the waiting run.
+        # A second episode, told again; the daemon dies while the run waits (its wait is
+        # stored), and the space comes back meanwhile: restarted, the run goes on by itself.
         filler = leave_free(daemon.state_dir, MIN_FREE // 2)
         wait_disk_full(daemon)
         assert len(attentions(daemon)) == 2
+        assert daemon.proc is not None
+        daemon.proc.kill()
+        daemon.proc.wait()
+        filler.unlink()
+        daemon.start()
+        held = status(daemon)["current_turn"]
+        going = wait_until(
+            lambda: (s := status(daemon))["current_turn"] > held + 2 and s, 20, "turns again"
+        )
+        assert going["wait"] is None and going["attention"] is None
+
+        # A third one: cancel ends the waiting run.
+        filler = leave_free(daemon.state_dir, MIN_FREE // 2)
+        wait_disk_full(daemon)
+        assert len(attentions(daemon)) == 3
         cancelled = daemon.call("run.cancel", {"run_id": "loop"})
         assert cancelled["state"] in ("cancelling", "cancelled")
-        assert daemon.wait_state("loop", "cancelled")["phase"] == "idle"
+        final = daemon.wait_state("loop", "cancelled")
+        assert final["phase"] == "idle" and final["wait"] is None
         filler.unlink()
         daemon.stop()

@@ -206,29 +206,38 @@ class RunDriver:
     async def _wait_for_disk(self) -> None:
         """While the state directory's disk is low, the next turn waits (phase ``waiting``)."""
         disk, record = self.disk, self.record
-        if disk is None or not disk.low:
+        if disk is None:
             return
-        record.phase = Phase.WAITING
-        record.wait = {"reason": "disk_full", "until": None, "account": None}
-        if record.run_id in disk.alerted:
-            self.store.save(record)
-        else:
-            disk.alerted.add(record.run_id)
-            message = disk.message()
-            record.attention = {"reason": "disk_full", "message": message, "at": time.time()}
-            self._append("attention", {"reason": "disk_full", "message": message})
-        log.warning("run waits for disk space", run_id=record.run_id, free=disk.free_bytes)
-        back = await disk.wait_for_space(
-            lambda: self._stopped() or record.state is not State.RUNNING
-        )
+        if disk.low:
+            record.phase = Phase.WAITING
+            record.wait = {"reason": "disk_full", "until": None, "account": None}
+            if record.run_id in disk.alerted:
+                self.store.save(record)
+            else:
+                disk.alerted.add(record.run_id)
+                message = disk.message()
+                record.attention = {"reason": "disk_full", "message": message, "at": time.time()}
+                self._append("attention", {"reason": "disk_full", "message": message})
+            log.warning("run waits for disk space", run_id=record.run_id, free=disk.free_bytes)
+            await disk.wait_for_space(lambda: self._stopped() or record.state is not State.RUNNING)
+        self._end_disk_wait(space_back=not disk.low)
+
+    def _end_disk_wait(self, *, space_back: bool) -> None:
+        """Clear what a disk wait left, this driver's or a stored one (a restart during it)."""
+        record = self.record
+        changed = False
         if record.wait is not None and record.wait.get("reason") == "disk_full":
             record.wait = None
-        if record.phase is Phase.WAITING:
-            record.phase = Phase.BETWEEN_TURNS
+            changed = True
+        if record.phase is Phase.WAITING and record.wait is None:
+            record.phase = Phase.BETWEEN_TURNS if record.state is State.RUNNING else Phase.IDLE
+            changed = True
         attention = record.attention
-        if back and attention is not None and attention.get("reason") == "disk_full":
+        if space_back and attention is not None and attention.get("reason") == "disk_full":
             record.attention = None
-        self.store.save(record)
+            changed = True
+        if changed:
+            self.store.save(record)
 
     # -- the progress guard (docs/operations.md, Progress guard) -----------------------------
 
