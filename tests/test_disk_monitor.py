@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -11,8 +13,17 @@ import trio.testing
 from codyd.runs.disk import DiskMonitor, directory_bytes, free_bytes
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """A bounded poll in mock time, bounded in real time too (worker threads let the
+    autojumping clock run ahead, so nothing here depends on exact mock instants)."""
+    deadline = time.monotonic() + 10.0
+    while not condition():
+        assert time.monotonic() < deadline, "never got there"
+        await trio.sleep(0.5)
+
+
 def test_monitor_checks_on_trios_clock_and_wakes_waiters(tmp_path: Path) -> None:
-    """Low after the first check that sees it; a waiter returns at the check that sees space."""
+    """Low at a check that sees it; a waiter returns once a check sees the space back."""
     free = {"now": 1000}
     looked: list[float] = []
 
@@ -27,8 +38,9 @@ def test_monitor_checks_on_trios_clock_and_wakes_waiters(tmp_path: Path) -> None
             await nursery.start(monitor.run)
             assert not monitor.low and monitor.free_bytes == 1000
             free["now"] = 100
-            await trio.sleep(5.5)
-            assert monitor.low and monitor.info()["free_bytes"] == 100
+            await until(lambda: monitor.low)
+            assert monitor.info()["free_bytes"] == 100 and monitor.info()["low"]
+            await until(lambda: monitor.state_dir_bytes is not None)
             assert monitor.info()["state_dir_bytes"] == 0  # the empty directory, walked
             monitor.alerted.add("r1")
             began = trio.current_time()
@@ -39,13 +51,14 @@ def test_monitor_checks_on_trios_clock_and_wakes_waiters(tmp_path: Path) -> None
 
             nursery.start_soon(space_back)
             assert await monitor.wait_for_space(lambda: False)
-            # Back at the first check after the space returned (checks at 15, 20: 20 s).
-            assert 12.0 <= trio.current_time() - began <= 12.0 + 5.0
+            assert trio.current_time() - began >= 12.0
             assert not monitor.low and monitor.alerted == set()
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    assert [round(b - a, 6) for a, b in itertools.pairwise(looked)][:3] == [5.0] * 3
+    # Never more often than check_s, on trio's clock.
+    assert len(looked) >= 3
+    assert all(b - a >= 5.0 - 1e-6 for a, b in itertools.pairwise(looked))
 
 
 def test_a_waiter_gives_up_when_told(tmp_path: Path) -> None:
