@@ -173,9 +173,9 @@ class Run:
     def api(self) -> str:
         return "openai" if self.agent == "codex" else "anthropic"
 
-    def start(self, run_id: str, **spec: Any) -> dict[str, Any]:
+    def start(self, run_id: str, workspace: str = "ws", **spec: Any) -> dict[str, Any]:
         params = {
-            "workspace": str(self.daemon.workspace()),
+            "workspace": str(self.daemon.workspace(workspace)),
             "prompt": "Say that you are done.",
             "agent": self.agent,
             "run_id": run_id,

@@ -99,7 +99,7 @@ def test_default_args_accept_edits(three_turns) -> None:
 def test_invalid_key_pauses_with_needs_auth() -> None:
     """A 401 ends the turn auth_failed: the run pauses (needs_auth) at once, no retry loop."""
     with daemon_with("claude", mode="401") as run:
-        run.start("cl401", max_turns=5)
+        run.start("cl401", max_turns=2)
         final = run.wait(
             "cl401", "the run to pause or end", lambda s: s["state"] in ("paused", *TERMINAL)
         )
@@ -114,6 +114,13 @@ def test_invalid_key_pauses_with_needs_auth() -> None:
         assert (final.get("attention") or {}).get("reason") == "needs_auth"
         # CLAUDE_CODE_MAX_RETRIES=1: claude asked twice, codyd did not start it again
         assert len(run.server.model_calls("anthropic")) == 2
+        # the key is fixed: run.resume tries again, and the refused turn did not count
+        run.server.set_mode("normal")
+        run.daemon.call("run.resume", {"run_id": "cl401"})
+        final = run.daemon.wait_state("cl401", *TERMINAL, timeout=120)
+        assert final["state"] == "completed", run.explain("cl401")
+        outcomes = [done["outcome"] for _, done in turns(run, "cl401")]
+        assert outcomes == ["auth_failed", "ok", "ok"]
 
 
 def test_usage_limit_waits_until_the_reset() -> None:
@@ -142,6 +149,30 @@ def test_usage_limit_waits_until_the_reset() -> None:
         assert wait["until"] > time.time() + reset_in / 2
         limited = [e["data"] for e in run.events("cl429", "rate_limited")]
         assert len(limited) == 1 and limited[0]["until"] == wait["until"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_usage_limit_waited_out_then_the_session_goes_on() -> None:
+    """Long (about 1.5–2.5 min): the limit resets 60 s after the refusal; codyd waits it out
+    and the next turn resumes the same session. The refused turn does not count."""
+    with daemon_with("claude", mode="429", reset_in=60.0) as run:
+        run.start("clwait", max_turns=1)
+        waiting = run.wait(
+            "clwait",
+            "the run to wait or end",
+            lambda s: s["phase"] == "waiting" or s["state"] in ("paused", *TERMINAL),
+        )
+        assert waiting["phase"] == "waiting", run.explain("clwait")
+        run.server.set_mode("normal")
+        final = run.daemon.wait_state("clwait", *TERMINAL, timeout=240)
+        assert final["state"] == "completed", run.explain("clwait")
+        pairs = turns(run, "clwait")
+        assert [done["outcome"] for _, done in pairs] == ["rate_limited", "ok"]
+        session = run.events("clwait", "session_started")[0]["data"]["session_id"]
+        assert pairs[1][0]["argv"][-1] == f"--resume={session}"
+        second_start = run.events("clwait", "turn_started")[1]["ts"]
+        assert second_start >= waiting["wait"]["until"]
 
 
 def test_prompt_too_long_starts_a_new_session() -> None:

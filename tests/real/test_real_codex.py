@@ -111,7 +111,7 @@ def test_cost_from_configured_prices(tmp_path) -> None:
 def test_invalid_key_pauses_with_needs_auth() -> None:
     """A 401 ends the turn auth_failed: the run pauses (needs_auth) at once, no retry loop."""
     with daemon_with("codex", mode="401") as run:
-        run.start("cx401", max_turns=5)
+        run.start("cx401", max_turns=2)
         final = run.wait(
             "cx401", "the run to pause or end", lambda s: s["state"] in ("paused", *TERMINAL)
         )
@@ -126,6 +126,13 @@ def test_invalid_key_pauses_with_needs_auth() -> None:
         assert (final.get("attention") or {}).get("reason") == "needs_auth"
         # request_max_retries = 0: codex asked once, codyd did not ask again
         assert len(run.server.model_calls("openai")) == 1
+        # the key is fixed: run.resume tries again, and the refused turn did not count
+        run.server.set_mode("normal")
+        run.daemon.call("run.resume", {"run_id": "cx401"})
+        final = run.daemon.wait_state("cx401", *TERMINAL, timeout=120)
+        assert final["state"] == "completed", run.explain("cx401")
+        outcomes = [done["outcome"] for _, done in turns(run, "cx401")]
+        assert outcomes == ["auth_failed", "ok", "ok"]
 
 
 def test_usage_limit_waits_until_the_reset() -> None:
@@ -150,6 +157,31 @@ def test_usage_limit_waits_until_the_reset() -> None:
         assert wait["until"] > time.time() + reset_in / 2
         limited = [e["data"] for e in run.events("cx429", "rate_limited")]
         assert len(limited) == 1 and limited[0]["until"] == wait["until"]
+
+
+def test_usage_limit_holds_the_other_runs_of_the_account() -> None:
+    """While the account "codex" is limited, another run of it waits without starting a turn."""
+    with daemon_with("codex", mode="429", reset_in=900.0) as run:
+        run.start("cxa", max_turns=5)
+        first = run.wait(
+            "cxa",
+            "the run to wait or end",
+            lambda s: s["phase"] == "waiting" or s["state"] in ("paused", *TERMINAL),
+        )
+        assert first["phase"] == "waiting", run.explain("cxa")
+        run.start("cxb", workspace="ws2", max_turns=5)
+        second = run.wait(
+            "cxb",
+            "the second run to wait or end",
+            lambda s: s["phase"] == "waiting" or s["state"] in ("paused", *TERMINAL),
+        )
+        assert second["state"] == "running", run.explain("cxb")
+        assert second["wait"]["reason"] == "account_limited"
+        assert second["wait"]["until"] == first["wait"]["until"]
+        assert run.events("cxb", "turn_started") == []
+        assert len(run.server.model_calls("openai")) == 1
+        accounts = run.daemon.call("daemon.info")["accounts"]
+        assert accounts["codex"] == {"limited_until": first["wait"]["until"], "runs": 2}
 
 
 def test_context_exhausted_starts_a_new_thread() -> None:
