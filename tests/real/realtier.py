@@ -68,10 +68,9 @@ class Standin:
                 total[key] += (call["usage"] or {}).get(key, 0)
         return total
 
-    def set_mode(self, mode: str) -> None:
-        request = urllib.request.Request(
-            f"{self.url}/__standin/mode", data=json.dumps({"mode": mode}).encode(), method="POST"
-        )
+    def set_mode(self, mode: str, **extra: str) -> None:
+        data = json.dumps({"mode": mode, **extra}).encode()
+        request = urllib.request.Request(f"{self.url}/__standin/mode", data=data, method="POST")
         with urllib.request.urlopen(request, timeout=5) as response:
             assert response.status == 200
 

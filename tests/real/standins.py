@@ -19,6 +19,9 @@ Modes (``--mode``, or ``POST /__standin/mode`` with ``{"mode": ...}`` while it r
   from now (the reset time is logged as ``resets_at``).
 * ``context``: the next model call is refused as too long for the context window; the mode
   then returns to ``normal``.
+* ``write``: as ``normal``, but a call that does not carry a tool's result asks the CLI to
+  create the file ``path`` (given with the mode) containing ``WRITTEN``: codex with its
+  ``apply_patch`` tool, claude with ``Write``. The call after it answers ``TEXT``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import trio
 TEXT = "Done with this step. TASK COMPLETE"
 MAX_HEAD = 64 * 1024
 MAX_BODY = 32 * 1024 * 1024
-MODES = ("normal", "401", "429", "context")
+MODES = ("normal", "401", "429", "context", "write")
+WRITTEN = "hello from the stand-in\n"
 
 
 class Standin:
@@ -44,6 +48,7 @@ class Standin:
         self.log = log
         self.mode = mode
         self.reset_in = reset_in
+        self.write_path = ""
         self.requests = 0
         self.calls = 0
 
@@ -204,12 +209,25 @@ def openai_call(standin: Standin, body: Any) -> tuple[Response, dict[str, Any]]:
         return as_sse(events), {"error": "context_length_exceeded"}
     usage = standin.next_usage()
     rid = f"resp_{standin.calls}"
-    item = {
+    item: dict[str, Any] = {
         "type": "message",
         "role": "assistant",
         "id": f"msg_{standin.calls}",
         "content": [{"type": "output_text", "text": TEXT, "annotations": []}],
     }
+    inputs = body.get("input") if isinstance(body, dict) else None
+    last = inputs[-1] if isinstance(inputs, list) and inputs else {}
+    if mode == "write" and not str(last.get("type", "")).endswith("_output"):
+        lines = "".join(f"+{line}\n" for line in WRITTEN.splitlines())
+        patch = f"*** Begin Patch\n*** Add File: {standin.write_path}\n{lines}*** End Patch\n"
+        item = {
+            "type": "custom_tool_call",
+            "id": f"ctc_{standin.calls}",
+            "call_id": f"call_{standin.calls}",
+            "name": "apply_patch",
+            "input": patch,
+            "status": "completed",
+        }
     completed = {
         "id": rid,
         "usage": {
@@ -223,7 +241,6 @@ def openai_call(standin: Standin, body: Any) -> tuple[Response, dict[str, Any]]:
     events = [
         ("response.created", {"type": "response.created", "response": {"id": rid}}),
         ("response.output_item.added", {"type": "response.output_item.added", "item": item}),
-        ("response.output_text.delta", {"type": "response.output_text.delta", "delta": TEXT}),
         ("response.output_item.done", {"type": "response.output_item.done", "item": item}),
         ("response.completed", {"type": "response.completed", "response": completed}),
     ]
@@ -279,36 +296,41 @@ def anthropic_call(standin: Standin, body: Any) -> tuple[Response, dict[str, Any
         "stop_sequence": None,
         "usage": start_usage,
     }
+    block, delta, stop = anthropic_block(standin, body)
     events = [
         ("message_start", {"type": "message_start", "message": message}),
         (
             "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
+            {"type": "content_block_start", "index": 0, "content_block": block},
         ),
-        (
-            "content_block_delta",
-            {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "text_delta", "text": TEXT},
-            },
-        ),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
         (
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": stop, "stop_sequence": None},
                 "usage": {**start_usage, "output_tokens": usage["output"]},
             },
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
     return as_sse(events), {"usage": usage}
+
+
+def anthropic_block(standin: Standin, body: Any) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The one content block of a reply: ``TEXT``, or in ``write`` mode a ``Write`` call."""
+    messages = body.get("messages") if isinstance(body, dict) else None
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    content = last.get("content") if isinstance(last, dict) else None
+    answered = isinstance(content, list) and any(
+        isinstance(part, dict) and part.get("type") == "tool_result" for part in content
+    )
+    if standin.mode == "write" and not answered:
+        arguments = json.dumps({"file_path": standin.write_path, "content": WRITTEN})
+        block = {"type": "tool_use", "id": f"toolu_{standin.calls}", "name": "Write", "input": {}}
+        return block, {"type": "input_json_delta", "partial_json": arguments}, "tool_use"
+    return {"type": "text", "text": ""}, {"type": "text_delta", "text": TEXT}, "end_turn"
 
 
 def side_call(request: Request) -> Response:
@@ -333,6 +355,7 @@ def handle(standin: Standin, request: Request) -> Response:
         if mode not in MODES:
             return as_json(400, {"error": f"mode: expected one of {MODES}"})
         standin.mode = mode
+        standin.write_path = str(body.get("path", ""))
         return as_json(200, {"mode": mode})
     if request.method == "POST" and request.path.endswith("/responses"):
         entry["api"] = "openai"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from realtier import CLAUDE_MODEL, Run, claude_cost, daemon_with
-from standins import TEXT
+from standins import TEXT, WRITTEN
 
 pytestmark = pytest.mark.real_agents
 
@@ -87,13 +87,27 @@ def test_agent_version_in_turn_started(three_turns) -> None:
         assert "2.1.332" in (started.get("agent_version") or "")
 
 
-def test_default_args_accept_edits(three_turns) -> None:
-    """Without a permission mode claude -p denies every Write."""
-    run, _ = three_turns
-    for started, _ in turns(run, "cl3"):
-        argv = started["argv"]
-        assert "--permission-mode" in argv
-        assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+def test_default_args_let_claude_write_the_workspace() -> None:
+    """Without a permission mode claude -p denies every Write (a `permission_denied` line);
+    codyd's default args (--permission-mode acceptEdits) let it write."""
+    with daemon_with("claude") as run:
+        target = run.daemon.workspace() / "hello.txt"
+        run.server.set_mode("write", path=str(target))
+        run.start("clw", max_turns=1)
+        final = run.daemon.wait_state("clw", *TERMINAL, timeout=120)
+        explain = run.explain("clw")
+        assert final["state"] == "completed", explain
+        assert target.exists() and target.read_text() == WRITTEN, explain
+        written = [e["data"]["path"] for e in run.events("clw", "file_written")]
+        assert written == ["hello.txt"]
+        assert run.events("clw", "permission_denied") == []
+        calls = run.server.model_calls("anthropic")
+        assert len(calls) == 2
+        tokens = final["stats"]["tokens"]
+        assert {k: tokens[k] for k in FIGURES} == run.server.served("anthropic")
+        # two calls in one process: total_cost_usd is already this turn's own
+        cost = sum(claude_cost(call["usage"]) for call in calls)
+        assert final["stats"]["cost_usd"] == pytest.approx(cost, rel=1e-9, abs=1e-12)
 
 
 def test_invalid_key_pauses_with_needs_auth() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from realtier import CODEX_MODEL, Run, daemon_with
-from standins import TEXT
+from standins import TEXT, WRITTEN
 
 pytestmark = pytest.mark.real_agents
 
@@ -76,12 +76,22 @@ def test_agent_version_in_turn_started(three_turns) -> None:
         assert "0.171.0" in (started.get("agent_version") or "")
 
 
-def test_default_args_give_a_writable_sandbox(three_turns) -> None:
-    """Without --sandbox workspace-write codex 0.171.0 rejects its own patches (read-only)."""
-    run, _ = three_turns
-    for started, _ in turns(run, "cx3"):
-        argv = started["argv"]
-        assert "--sandbox" in argv and argv[argv.index("--sandbox") + 1] == "workspace-write"
+def test_default_args_let_codex_write_the_workspace() -> None:
+    """codex's own default sandbox is read-only: its patch is then rejected with only a stderr
+    line. codyd's default args (--sandbox workspace-write) let the patch land."""
+    with daemon_with("codex") as run:
+        target = run.daemon.workspace() / "hello.txt"
+        run.server.set_mode("write", path=str(target))
+        run.start("cxw", max_turns=1)
+        final = run.daemon.wait_state("cxw", *TERMINAL, timeout=120)
+        explain = run.explain("cxw")
+        assert final["state"] == "completed", explain
+        assert target.exists() and target.read_text() == WRITTEN, explain
+        written = [e["data"]["path"] for e in run.events("cxw", "file_written")]
+        assert written == ["hello.txt"]
+        served = run.server.served("openai")
+        assert len(run.server.model_calls("openai")) == 2
+        assert {k: final["stats"]["tokens"][k] for k in served} == served
 
 
 def test_cost_from_configured_prices(tmp_path) -> None:
