@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -122,6 +124,18 @@ def test_a_receiver_outage_loses_nothing(
         what="the outage in daemon.info",
     )
     assert "ConnectError" in status["last_error"]
+    shown = subprocess.run(
+        [sys.executable, "-m", "codyctl", "--socket", str(daemon.socket), "info"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    lines = shown[shown.index("webhooks:") :].splitlines()
+    assert lines[1] == "  ops:"
+    assert lines[2].startswith("    lag_events: ") and int(lines[2].split(": ")[1]) > 0
+    assert lines[3].startswith('    last_error: "ConnectError: ')
+    assert lines[4].startswith("    last_success: ")
     receiver.start()
     got = receiver.wait_delivered(4)
     ids = [r.webhook_id for r in got]
@@ -155,3 +169,46 @@ def test_a_daemon_restart_during_an_outage_loses_nothing(
     got = receiver.wait_delivered(1 + len(wanted))
     assert {r.webhook_id for r in got[1:]} == wanted
     assert [r.gid for r in got] == sorted(r.gid for r in got)
+
+
+def test_a_receiver_answering_500_is_retried(
+    daemon_factory: Callable[..., Daemon], receiver: Receiver
+) -> None:
+    """A 500 is not a delivery: the same webhook-id comes again until a 2xx."""
+    receiver.statuses = [500, 500, 503]
+    daemon = daemon_factory(env=webhooks_env(hook(receiver)))
+    finish_runs(daemon, 1)
+    got = receiver.wait_delivered(1)
+    attempts = receiver.requests
+    assert [r.status for r in attempts] == [500, 500, 503, 200]
+    assert len({r.webhook_id for r in attempts}) == 1
+    status = wait_until(
+        lambda: (s := info_of(daemon))["last_success_at"] and s, what="the success in info"
+    )
+    assert status["last_error"].startswith("HTTP 503")
+    assert got[0].body["type"] == "run_completed"
+
+
+def test_a_slow_receiver_blocks_no_run_and_no_other_webhook(
+    daemon_factory: Callable[..., Daemon], receiver: Receiver
+) -> None:
+    """A receiver that never answers times out; runs and the other webhook go on."""
+    slow = Receiver(SECRET).start()
+    slow.hold()
+    try:
+        daemon = daemon_factory(
+            env=webhooks_env(hook(slow, name="slow", timeout_s=0.3), hook(receiver))
+        )
+        run_ids = finish_runs(daemon, 3)
+        assert len(receiver.wait_delivered(3)) == 3
+        status = wait_until(
+            lambda: (s := info_of(daemon, "slow"))["last_error"] and s, what="the timeout"
+        )
+        assert status["last_error"] == "no answer within 0.3 s"
+        assert status["lag_events"] > 0 and status["last_success_at"] is None
+        assert info_of(daemon)["last_error"] is None
+        slow.release()
+        got = slow.wait_delivered(3)
+        assert {r.body["data"]["event"]["run_id"] for r in got} == set(run_ids)
+    finally:
+        slow.stop()
