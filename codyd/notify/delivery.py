@@ -58,7 +58,6 @@ class Delivery:
         self._next_save = 0.0
         self.last_error: str | None = None
         self.last_success_at: float | None = None
-        self.delivered = 0
         self._backoff = Backoff(first_s=hook.backoff_s, cap_s=hook.backoff_max_s)
         self._types = None if hook.all_events else hook.events
 
@@ -180,7 +179,6 @@ class Delivery:
                 continue
             break
         self._backoff.reset()
-        self.delivered += 1
         self.last_success_at = time.time()
         if failing:
             log.info("webhook delivers again", webhook=self.hook.name, webhook_id=message_id)
