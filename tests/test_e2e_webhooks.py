@@ -212,3 +212,21 @@ def test_a_slow_receiver_blocks_no_run_and_no_other_webhook(
         assert {r.body["data"]["event"]["run_id"] for r in got} == set(run_ids)
     finally:
         slow.stop()
+
+
+def test_a_new_webhook_starts_from_now(
+    daemon_factory: Callable[..., Daemon], receiver: Receiver
+) -> None:
+    """A webhook added to a daemon with history gets what happens next, not the history."""
+    daemon = daemon_factory()
+    finish_runs(daemon, 1)
+    daemon.stop()
+    daemon.env.update(webhooks_env(hook(receiver)))
+    daemon.start()
+    wait_until(lambda: "webhook resumes" in daemon.log(), what="the webhook to load its cursor")
+    run_id = daemon.start_run(agent("printer", 1), max_turns=1)["run_id"]
+    got = receiver.wait_delivered(1)
+    daemon.wait_state(run_id, "completed")
+    assert [r.body["data"]["event"]["run_id"] for r in got] == [run_id]
+    wait_until(lambda: info_of(daemon)["lag_events"] == 0, what="no lag")
+    assert len(receiver.delivered()) == 1
