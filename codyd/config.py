@@ -8,6 +8,8 @@ where it came from.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import tomllib
@@ -31,6 +33,10 @@ AGENT_NAMES = ("codex", "claude")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 NODE_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
+WEBHOOKS = "webhooks"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_DEFAULT_EVENTS = ("attention", "run_completed", "run_failed", "run_cancelled")
+EVENT_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 
 
 class ConfigError(StartupFailure):
@@ -244,6 +250,70 @@ class HttpConfig:
     metrics_auth: bool = field(default=False, metadata=_setting(_bool))
 
 
+def _webhook_url(value: Any) -> str:
+    expected = "an http:// or https:// URL with a host"
+    if not isinstance(value, str):
+        raise _Mismatch(expected)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port out of range raises here
+    except ValueError:
+        raise _Mismatch(expected) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or value != value.strip():
+        raise _Mismatch(expected)
+    return value
+
+
+def _webhook_secret(value: Any) -> str:
+    """A non-empty secret; ``whsec_<base64>`` must decode to at least one byte."""
+    if not isinstance(value, str) or not value:
+        raise _Mismatch("a non-empty string")
+    if value.startswith(WEBHOOK_SECRET_PREFIX):
+        try:
+            key = base64.b64decode(value.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not key:
+            raise _Mismatch(f"{WEBHOOK_SECRET_PREFIX} followed by non-empty base64")
+    return value
+
+
+def _event_types(value: Any) -> tuple[str, ...]:
+    expected = 'a non-empty list of event types (like "run_failed"), or ["*"] for all'
+    if not isinstance(value, list | tuple) or not value:
+        raise _Mismatch(expected)
+    if list(value) == ["*"]:
+        return ("*",)
+    if not all(isinstance(kind, str) and EVENT_TYPE_PATTERN.fullmatch(kind) for kind in value):
+        raise _Mismatch(expected)
+    return tuple(dict.fromkeys(value))
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One ``[[webhooks]]`` entry: where to POST which events (SPEC 11); the secret is secret."""
+
+    name: str = field(metadata=_setting(_node))
+    url: str = field(metadata=_setting(_webhook_url))
+    secret: str = field(repr=False, metadata=_setting(_webhook_secret))
+    events: tuple[str, ...] = field(default=WEBHOOK_DEFAULT_EVENTS, metadata=_setting(_event_types))
+    timeout_s: float = field(default=10.0, metadata=_setting(_number(0, above=True)))
+    # The first retry's delay, doubling up to backoff_max_s.
+    backoff_s: float = field(default=1.0, metadata=_setting(_number(0, above=True)))
+    backoff_max_s: float = field(default=600.0, metadata=_setting(_number(0, above=True)))
+
+    @property
+    def all_events(self) -> bool:
+        return self.events == ("*",)
+
+    @property
+    def key(self) -> bytes:
+        """The HMAC key: a ``whsec_`` secret decoded, any other as its UTF-8 bytes."""
+        if self.secret.startswith(WEBHOOK_SECRET_PREFIX):
+            return base64.b64decode(self.secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+        return self.secret.encode()
+
+
 def default_node() -> str:
     """The host name, reduced to the characters a node name may hold."""
     return re.sub(r"[^A-Za-z0-9._-]", "-", gethostname()) or "localhost"
@@ -311,6 +381,7 @@ class Config:
     defaults: Mapping[str, Any] = field(default_factory=_no_defaults)  # checked by codyd.spec
     http_listen: str | None = field(default=None, metadata=_setting(_listen_address, verbatim=True))
     http: HttpConfig = field(default=HttpConfig(), metadata=_table(HttpConfig))
+    webhooks: tuple[WebhookConfig, ...] = ()  # checked by _webhooks
 
     def summary(self) -> dict[str, Any]:
         """Every key as plain JSON-ready values, for the start-up log; no secrets."""
@@ -323,6 +394,9 @@ class Config:
         for token in ("read_token", "control_token"):
             if plain["http"][token] is not None:
                 plain["http"][token] = "***"
+        for hook in plain["webhooks"]:
+            hook["secret"] = "***"
+            hook["url"] = redact_url(hook["url"])
         return plain
 
 
@@ -333,7 +407,7 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen | HttpConfig):
+    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen | HttpConfig | WebhookConfig):
         return {item.name.rstrip("_"): _plain(getattr(value, item.name)) for item in fields(value)}
     return value
 
@@ -442,7 +516,7 @@ def _unknown(path: KeyPath, source: str) -> ConfigError:
     siblings = (key for key in (*_KEYS, *_TABLES) if len(key) > len(parent))
     known = {_dotted(key[: len(path)]) for key in siblings if key[: len(parent)] == parent}
     if len(path) == 1:
-        known.add(_DEFAULTS)
+        known.update((_DEFAULTS, WEBHOOKS))
     message = f"config key '{_dotted(path)}': unknown key (from {source})"
     close = closest_name(_dotted(path), known)
     return ConfigError(message + (f"; did you mean '{close}'?" if close else ""))
@@ -458,7 +532,7 @@ def _walk(
     leaves: Leaves, path: KeyPath, value: Any, source: str, problems: list[ConfigError]
 ) -> None:
     """Record ``value`` at ``path``, descending into tables; what is wrong goes to ``problems``."""
-    if path in _KEYS:
+    if path in _KEYS or path == (WEBHOOKS,):
         _record(leaves, path, _Given(value, source))
     elif path in _TABLES or path == (_DEFAULTS,) or not path:
         if not isinstance(value, dict):
@@ -471,6 +545,13 @@ def _walk(
             return
         for key, item in value.items():
             _walk(leaves, (*path, key), item, source, problems)
+    elif path[0] == WEBHOOKS:
+        problems.append(
+            ConfigError(
+                f"config key '{_dotted(path)}': webhooks is one list, given whole "
+                f"(CODYD_WEBHOOKS='[{{name = ..., url = ..., secret = ...}}]') (from {source})"
+            )
+        )
     elif path[0] == _DEFAULTS:
         if isinstance(value, dict) and value:
             for key, item in value.items():
@@ -590,6 +671,72 @@ def _run_defaults(leaves: Leaves, problems: list[ConfigError]) -> Mapping[str, A
     return MappingProxyType(normalized)
 
 
+def _webhooks(given: _Given | None) -> tuple[tuple[WebhookConfig, ...], list[ConfigError]]:
+    """The checked ``webhooks`` list; each problem names ``webhooks.<index>.<key>``."""
+    if given is None:
+        return (), []
+    if not isinstance(given.value, list | tuple):
+        return (), [_webhook_problem((), "a list of tables ([[webhooks]])", given)]
+    problems: list[ConfigError] = []
+    hooks: list[WebhookConfig] = []
+    names: dict[str, int] = {}
+    for index, entry in enumerate(given.value):
+        if not isinstance(entry, dict):
+            problems.append(_webhook_problem((str(index),), "a table", given, entry))
+            continue
+        values = _webhook_values(index, entry, given, problems)
+        name = values.get("name")
+        if name in names:
+            problems.append(
+                _webhook_problem(
+                    (str(index), "name"),
+                    f"a name no other webhook has (webhooks.{names[name]} is {name!r})",
+                    given,
+                    name,
+                )
+            )
+        elif isinstance(name, str):
+            names[name] = index
+        if not problems:
+            hooks.append(WebhookConfig(**values))
+    return (tuple(hooks) if not problems else ()), problems
+
+
+def _webhook_values(
+    index: int, entry: dict[str, Any], given: _Given, problems: list[ConfigError]
+) -> dict[str, Any]:
+    """The checked keys of ``webhooks.<index>``; what is wrong or missing goes to ``problems``."""
+    known = {item.name: item for item in fields(WebhookConfig)}
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key not in known:
+            close = closest_name(key, set(known))
+            hint = f"; did you mean '{close}'?" if close else ""
+            where = f"config key '{WEBHOOKS}.{index}.{key}'"
+            problems.append(ConfigError(f"{where}: unknown key (from {given.source}){hint}"))
+            continue
+        try:
+            values[key] = known[key].metadata["check"](value)
+        except _Mismatch as exc:
+            shown = "***" if key == "secret" else value  # a secret is never shown
+            if key == "url" and isinstance(value, str):
+                shown = redact_url(value)
+            problems.append(_webhook_problem((str(index), key), exc.expected, given, shown))
+    for key in ("name", "url", "secret"):
+        if key not in entry:
+            problems.append(
+                ConfigError(f"config key '{WEBHOOKS}.{index}.{key}': missing (from {given.source})")
+            )
+    return values
+
+
+def _webhook_problem(path: KeyPath, expected: str, given: _Given, shown: Any = None) -> ConfigError:
+    got = f", got {_toml_repr(shown)}" if path else f", got {_toml_repr(given.value)}"
+    return ConfigError(
+        f"config key '{_dotted((WEBHOOKS, *path))}': expected {expected}{got} (from {given.source})"
+    )
+
+
 def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) -> Config:
     values: dict[KeyPath, Any] = {}
     for path, given in leaves.items():
@@ -608,6 +755,8 @@ def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) 
         key.replace("global", "global_"): value for key, value in table("redis_maxlen").items()
     }
     defaults = _run_defaults({p: g for p, g in leaves.items() if p[0] == _DEFAULTS}, problems)
+    webhooks, refused = _webhooks(leaves.get((WEBHOOKS,)))
+    problems.extend(refused)
     if problems:
         raise ConfigError(*(line for exc in problems for line in exc.problems))
     return Config(
@@ -618,6 +767,7 @@ def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) 
         http=HttpConfig(**table("http")),
         agents=MappingProxyType(agents),
         defaults=defaults,
+        webhooks=webhooks,
         **top,
     )
 

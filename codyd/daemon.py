@@ -20,6 +20,7 @@ from codyd.config import Config
 from codyd.errors import StartupFailure
 from codyd.mirror import DISABLED_STATUS, Mirror
 from codyd.model.layout import StateLayout
+from codyd.notify import Webhooks
 from codyd.rpc import Methods
 from codyd.runs import procs
 from codyd.runs.spawn import CHILDREN
@@ -95,6 +96,7 @@ class Daemon:
                 started_at=self.started_at,
                 active_runs=self.supervisor.active_runs,
             )
+        self.webhooks = Webhooks(config.webhooks, store, config.node)
         self.http: HttpListener | None = None
         if config.http_listen is not None:
             from codyd.http import HttpListener  # the ASGI stack loads only when it is on
@@ -125,6 +127,7 @@ class Daemon:
             "store": self.store.health_info(),
             "disk": self.supervisor.disk.info(),
             "http": self.http.status() if self.http is not None else {"enabled": False},
+            "webhooks": self.webhooks.status(),
             "connections": len(self.server.connections),
         }
 
@@ -152,6 +155,8 @@ class Daemon:
             self.recovered = True
             if self.mirror is not None:
                 await nursery.start(self.mirror.run)
+            if self.webhooks:
+                await nursery.start(self.webhooks.run)
             server_scope = trio.CancelScope()
             await nursery.start(self._serve, server_scope)
             log.info("listening", socket=str(self.config.socket))

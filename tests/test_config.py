@@ -817,8 +817,85 @@ def test_every_field_of_config_is_a_key_or_a_table() -> None:
     import codyd.config as config_module
 
     top = {path[0] for path in (*config_module._KEYS, *config_module._TABLES)}
-    assert top == {item.name for item in fields(Config)} - {"defaults"}
+    assert top == {item.name for item in fields(Config)} - {"defaults", "webhooks"}
     assert ("redis_maxlen", "global") in config_module._KEYS
     assert ("agents", "claude", "usage") in config_module._KEYS
     assert config_module._KEYS[("socket",)].verbatim
     assert not config_module._KEYS[("max_connections",)].verbatim
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+WEBHOOK = '[[webhooks]]\nname = "ops"\nurl = "https://hooks.example/codyd"\nsecret = "{secret}"\n'
+
+
+def test_a_webhook_gets_the_default_events_and_timeout(tmp_path: Path) -> None:
+    """Only name, url and secret are needed; a whsec_ secret is used decoded."""
+    config = load_toml(tmp_path, WEBHOOK.format(secret="whsec_aGVsbG8="))
+    (hook,) = config.webhooks
+    assert hook.events == ("attention", "run_completed", "run_failed", "run_cancelled")
+    assert hook.timeout_s == 10.0 and hook.backoff_s == 1.0 and hook.backoff_max_s == 600.0
+    assert hook.key == b"hello"
+    assert load_toml(tmp_path, WEBHOOK.format(secret="plain")).webhooks[0].key == b"plain"
+
+
+def test_webhooks_from_the_environment_and_all_events(tmp_path: Path) -> None:
+    config = load_env(
+        tmp_path,
+        CODYD_WEBHOOKS='[{name = "a", url = "http://127.0.0.1:9/x", secret = "s", events = ["*"]}]',
+    )
+    assert config.webhooks[0].all_events
+
+
+def test_webhook_secrets_are_never_shown(tmp_path: Path) -> None:
+    """Not in the summary, not in a repr, not in an error about the secret itself."""
+    config = load_toml(tmp_path, WEBHOOK.format(secret="hunter2hunter2"))
+    assert "hunter2" not in json.dumps(config.summary()) + repr(config)
+    assert config.summary()["webhooks"][0]["secret"] == "***"
+    with pytest.raises(ConfigError) as caught:
+        load_toml(tmp_path, WEBHOOK.format(secret="whsec_hunter2!"))
+    assert "config key 'webhooks.0.secret': expected whsec_ followed by" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ('url = "ftp://x"', "webhooks.0.url", "an http:// or https:// URL"),
+        ('url = "https://"', "webhooks.0.url", "an http:// or https:// URL"),
+        ('secret = ""', "webhooks.0.secret", "a non-empty string"),
+        ("events = []", "webhooks.0.events", "a non-empty list of event types"),
+        ('events = ["Run Failed"]', "webhooks.0.events", "a non-empty list of event types"),
+        ("timeout_s = 0", "webhooks.0.timeout_s", "a number > 0"),
+        ('name = "a b"', "webhooks.0.name", "a non-empty name of letters"),
+        ("timout_s = 3", "webhooks.0.timout_s", "unknown key"),
+    ],
+)
+def test_a_bad_webhook_names_its_key(tmp_path: Path, extra: str, key: str, expected: str) -> None:
+    entry = {"name": '"ops"', "url": '"https://h/x"', "secret": '"s"'}
+    extra_key, _, value = extra.partition(" = ")
+    entry[extra_key] = value
+    text = "[[webhooks]]\n" + "".join(f"{k} = {v}\n" for k, v in entry.items())
+    with pytest.raises(ConfigError) as caught:
+        load_toml(tmp_path, text)
+    assert f"config key '{key}': " in str(caught.value)
+    assert expected in str(caught.value)
+
+
+def test_webhook_names_are_unique_and_keys_required(tmp_path: Path) -> None:
+    text = WEBHOOK.format(secret="s") * 2 + '[[webhooks]]\nname = "x"\n'
+    with pytest.raises(ConfigError) as caught:
+        load_toml(tmp_path, text)
+    problems = caught.value.problems
+    assert any(
+        p.startswith("config key 'webhooks.1.name': expected a name no other") for p in problems
+    )
+    assert any(p.startswith("config key 'webhooks.2.url': missing") for p in problems)
+    assert any(p.startswith("config key 'webhooks.2.secret': missing") for p in problems)
+
+
+def test_webhooks_must_be_a_list_given_whole(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config key 'webhooks': expected a list of tables"):
+        load_toml(tmp_path, "webhooks = 3")
+    with pytest.raises(ConfigError, match=r"config key 'webhooks.0.url': webhooks is one list"):
+        load_env(tmp_path, CODYD_WEBHOOKS__0__URL="http://x")

@@ -7,7 +7,7 @@ The layers, lowest first (a module may import its own layer and those below):
              manpage, systemd: no part of the daemon's machinery
   1 model    codyd.model: plain data (records, states, outcomes, events, the state layout)
   2 store    codyd.store, codyd.telemetry, codyd.agents
-  3 mirror   codyd.mirror, codyd.leases: Redis, over the store
+  3 mirror   codyd.mirror, codyd.leases, codyd.notify: Redis and webhooks, over the store
   4 runs     codyd.runs
   5 serve    codyd.rpc, codyd.server, codyd.http
   6 daemon   codyd.daemon
@@ -45,7 +45,7 @@ LAYERS: dict[str, int] = {
     ),
     "codyd.model": 1,
     **dict.fromkeys(["codyd.store", "codyd.telemetry", "codyd.agents"], 2),
-    **dict.fromkeys(["codyd.mirror", "codyd.leases"], 3),
+    **dict.fromkeys(["codyd.mirror", "codyd.leases", "codyd.notify"], 3),
     "codyd.runs": 4,
     **dict.fromkeys(["codyd.rpc", "codyd.server", "codyd.http"], 5),
     "codyd.daemon": 6,

@@ -142,7 +142,11 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "codyd_mirror_lag_events", "Events not yet mirrored to Redis", value=lag
         )
-        # Webhooks (SPEC 11) are not there yet: the family is, empty.
-        yield GaugeMetricFamily(
-            "codyd_webhook_lag_events", "Events not yet delivered", labels=["webhook"]
+        webhook_lag = GaugeMetricFamily(
+            "codyd_webhook_lag_events",
+            "Events committed after a webhook's cursor (not yet delivered)",
+            labels=["webhook"],
         )
+        for name, delivery in daemon.webhooks.deliveries.items():
+            webhook_lag.add_metric([name], delivery.lag_events)
+        yield webhook_lag

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from codyd.mirror import Mirror
+from codyd.notify import Webhooks
 from codyd.rpc import DaemonView, Methods
 from codyd.server import Server
 
@@ -19,4 +20,5 @@ class HttpDaemon(DaemonView, Protocol):
     methods: Methods
     server: Server
     mirror: Mirror | None
+    webhooks: Webhooks
     recovered: bool  # start-up recovery is done: /readyz may say ready
