@@ -121,6 +121,7 @@ class Daemon:
             "started_at": self.started_at,
             "uptime_s": time.time() - self.started_at,
             "runs": self.supervisor.counts(),
+            "accounts": self.supervisor.accounts(),
             "mirror": self.mirror.status() if self.mirror is not None else dict(DISABLED_STATUS),
             "store": self.store.health_info(),
             "http": self.http.status() if self.http is not None else {"enabled": False},

@@ -25,6 +25,7 @@ from codyd.model.record import RunRecord
 from codyd.model.state import Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.driver import RunDriver
+from codyd.runs.gates import AccountGates
 from codyd.runs.spawn import CHILDREN
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
@@ -57,6 +58,7 @@ class Supervisor:
         )
         self.layout = StateLayout(config.state_dir)
         self.queue: deque[str] = deque()
+        self.gates = AccountGates()  # one per account: the limits its runs wait out
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
@@ -211,7 +213,9 @@ class Supervisor:
 
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
-        driver = RunDriver(record, self.store, self.leases, self.config, self.layout.turn_dir)
+        driver = RunDriver(
+            record, self.store, self.leases, self.config, self.layout.turn_dir, self.gates
+        )
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
         self._nursery.start_soon(self._drive, driver)
@@ -327,6 +331,7 @@ class Supervisor:
             paused_for = time.time() - (record.paused_since or time.time())
             record.paused_total_s += paused_for if record.started_at is not None else 0.0
             record.paused_since = None
+            record.attention = None  # whoever resumes it has seen to what it asked for
             if record.started_at is None or len(self.drivers) >= self.config.max_active_runs:
                 self.store.compare_and_set(record, {State.PAUSED}, State.QUEUED)
                 self.queue.append(record.run_id)
@@ -350,7 +355,7 @@ class Supervisor:
                 f"cannot retry run {record.run_id!r}: it is {record.state.value}, not failed",
                 state=record.state.value,
             )
-        fresh = {"error": None, "consecutive_failures": 0, "finished_at": None}
+        fresh = {"error": None, "consecutive_failures": 0, "finished_at": None, "attention": None}
         event = ("run_retried", {"reason": reason or "retried"})
         # A driver still winding down, or every slot taken: it waits like a new run.
         if record.run_id in self.drivers or len(self.drivers) >= self.config.max_active_runs:
@@ -422,6 +427,7 @@ class Supervisor:
     async def _recover(self) -> None:
         """Bring runs left by a previous daemon to a consistent state (docs/operations.md §2.3)."""
         await self._bury_lost_turns()
+        self._restore_gates()
         for record in sorted(self.store.runs.values(), key=lambda r: r.created_at):
             if record.terminal:
                 continue
@@ -522,6 +528,28 @@ class Supervisor:
             "error": None,
         }
         self.store.append(record, "turn_completed", data, turn=n)
+
+    # -- accounts (docs/protocol.md §5.10) ---------------------------------------------------
+
+    def _restore_gates(self) -> None:
+        """The limits stored with waiting runs hold their accounts again after a restart."""
+        now = time.time()
+        for record in self.store.live.values():
+            wait = record.wait
+            if wait is not None and wait.get("reason") in ("rate_limited", "account_limited"):
+                if isinstance(wait.get("until"), float | int) and wait["until"] > now:
+                    self.gates.limit(wait["account"], float(wait["until"]))
+
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """``daemon.info.accounts``: per account, its limit and its runs not yet ended."""
+        runs: dict[str, int] = dict.fromkeys(self.gates.accounts(), 0)
+        for record in self.store.live.values():
+            account = record.spec.account_name
+            runs[account] = runs.get(account, 0) + 1
+        return {
+            account: {"limited_until": self.gates.limited_until(account), "runs": count}
+            for account, count in sorted(runs.items())
+        }
 
     def lease_lost(self, run_id: str, holder: str) -> None:
         """Another daemon holds the run's lease now: stop its turn and stop driving it."""
