@@ -204,6 +204,9 @@ def test_meta_of_a_failed_run(tmp_path: Path) -> None:
     assert fields["error.retryable"] == "true"
     assert fields["finishedAt"] == "1700000009000"
 
+    assert fields["completion.detected"] == "true"
+    assert (fields["completion.reason"], fields["completion.line"]) == ("pattern", "DONE")
+
 
 def test_meta_of_a_waiting_run(tmp_path: Path) -> None:
     """A waiting run's wait and the attention it asked for are in the meta (docs/redis.md)."""
@@ -214,8 +217,6 @@ def test_meta_of_a_waiting_run(tmp_path: Path) -> None:
     assert (fields["wait.reason"], fields["wait.account"]) == ("rate_limited", "claude")
     assert fields["wait.until"] == "1700000300500"
     assert (fields["attention.reason"], fields["attention.message"]) == ("needs_auth", "log in")
-    assert fields["completion.detected"] == "true"
-    assert (fields["completion.reason"], fields["completion.line"]) == ("pattern", "DONE")
 
 
 def test_heartbeat_fields() -> None:

@@ -535,10 +535,11 @@ class Supervisor:
         """The limits stored with waiting runs hold their accounts again after a restart."""
         now = time.time()
         for record in self.store.live.values():
-            wait = record.wait
-            if wait is not None and wait.get("reason") in ("rate_limited", "account_limited"):
-                if isinstance(wait.get("until"), float | int) and wait["until"] > now:
-                    self.gates.limit(wait["account"], float(wait["until"]))
+            wait = record.wait or {}
+            until = wait.get("until")
+            held = wait.get("reason") in ("rate_limited", "account_limited")
+            if held and isinstance(until, float | int) and until > now:
+                self.gates.limit(wait["account"], float(until))
 
     def accounts(self) -> dict[str, dict[str, Any]]:
         """``daemon.info.accounts``: per account, its limit and its runs not yet ended."""

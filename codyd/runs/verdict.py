@@ -171,9 +171,7 @@ def _fail(code: str, message: str, *, retryable: bool) -> Verdict:
     return Verdict(Action.FAIL, error=RunError(code, message, retryable))
 
 
-def budget_warnings(
-    run: RunView, spec: RunSpec, warned: Collection[str]
-) -> list[dict[str, Any]]:
+def budget_warnings(run: RunView, spec: RunSpec, warned: Collection[str]) -> list[dict[str, Any]]:
     """``budget_warning`` data for each budget whose use first reached ``warn_fraction``."""
     budget = spec.budget
     uses: list[tuple[str, float, float | None]] = [

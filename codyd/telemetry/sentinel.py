@@ -6,7 +6,8 @@ A sentinel is a whole output line that, once ANSI codes and surrounding whitespa
 removed, is a JSON object with a top-level ``__cody_event__`` object carrying a string
 ``type``. Allowed types become that event with normalized data, except the report types
 (``rate_limited``, ``auth_failed``, ``context_exhausted``), which decide the turn's
-outcome instead (:func:`report_of`); every other type becomes a ``custom`` event, so output can never forge lifecycle events (``run_*``, ``turn_*``).
+outcome instead (:func:`report_of`); every other type becomes a ``custom`` event, so
+output can never forge lifecycle events (``run_*``, ``turn_*``).
 An allowed type whose fields are unusable also becomes ``custom``, with an ``invalid``
 reason, so nothing is counted and nothing is lost.
 
