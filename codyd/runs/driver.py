@@ -38,6 +38,9 @@ from codyd.store import Store
 
 log = structlog.get_logger("codyd.run")
 
+# The waits this driver's limits make (other guards may hold a turn back for their reasons).
+LIMIT_WAITS = frozenset({"rate_limited", "account_limited", "unavailable"})
+
 
 class RunDriver:
     def __init__(
@@ -146,6 +149,8 @@ class RunDriver:
         """The driver ends: a run it leaves non-running is idle."""
         record = self.record
         record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
+        if record.state is not State.RUNNING and (record.wait or {}).get("reason") in LIMIT_WAITS:
+            record.wait = None  # ended or paused: nothing holds it back any more
         self.store.save(record)
 
     def fail_internal(self, exc: BaseException) -> None:
@@ -310,7 +315,7 @@ class RunDriver:
                 record.wait = None  # paused or cancelled: a resumed run looks again
                 self.store.save(record)
                 return None
-        if record.wait is not None:
+        if record.wait is not None and record.wait.get("reason") in LIMIT_WAITS:
             record.wait, record.phase = None, Phase.BETWEEN_TURNS
             self._own_limit = None
             self.store.save(record)
