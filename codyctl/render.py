@@ -19,6 +19,7 @@ RUN_COLUMNS = (
     ("LAST ACTIVITY", "last_activity"),
 )
 _ACTIVITY_COLUMN = [key for _, key in RUN_COLUMNS].index("last_activity")
+_PHASE_COLUMN = [key for _, key in RUN_COLUMNS].index("phase")
 
 
 def to_json(value: Any) -> str:
@@ -80,6 +81,8 @@ def snapshot_text(
         ("run", snapshot.get("run_id")),
         ("name", snapshot.get("name") or None),
         ("state", state_text(snapshot)),
+        ("wait", wait_text(snapshot.get("wait")) if snapshot.get("phase") == "waiting" else None),
+        ("attention", attention_text(snapshot.get("attention"))),
         ("workspace", snapshot.get("workspace")),
         ("agent", snapshot.get("agent")),
         ("turn", snapshot.get("current_turn")),
@@ -100,6 +103,43 @@ def snapshot_text(
     return _aligned(
         [(label, str(value)) for label, value in fields if value not in (None, "", MISSING)]
     )
+
+
+WAIT_REASONS = {
+    "rate_limited": "rate limited",
+    "account_limited": "another run of the account was rate limited",
+    "unavailable": "service unavailable",
+    "disk_full": "disk full",
+}
+
+
+def wait_text(wait: Any) -> str | None:
+    """``waiting for claude until 15:42 (rate limited)``: what holds a waiting run back."""
+    if not isinstance(wait, Mapping):
+        return None
+    reason = str(wait.get("reason") or "")
+    account = wait.get("account")
+    until = wait.get("until")
+    text = "waiting" + (f" for {account}" if account else "")
+    if isinstance(until, int | float):
+        text += f" until {short_time(until)}"
+    return f"{text} ({WAIT_REASONS.get(reason, reason)})" if reason else text
+
+
+def short_time(ts: float) -> str:
+    """Local ``HH:MM`` today, ``YYYY-MM-DD HH:MM`` on another day."""
+    when = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", when) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M", when)
+    return time.strftime("%Y-%m-%d %H:%M", when)
+
+
+def attention_text(attention: Any) -> str | None:
+    """``needs_auth: <what to do>``: what the run asked a person for, while it stands."""
+    if not isinstance(attention, Mapping) or not attention.get("reason"):
+        return None
+    message = attention.get("message")
+    return f"{attention['reason']}: {message}" if message else str(attention["reason"])
 
 
 def _stats_fields(stats: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -243,6 +283,11 @@ def chunk_json(chunk: Mapping[str, Any]) -> str:
 def run_row(run: Mapping[str, Any]) -> list[str]:
     """The ``RUN_COLUMNS`` cells of one run summary."""
     cells = [_cell(key, run.get(key)) for _, key in RUN_COLUMNS]
+    wait = run.get("wait")
+    if run.get("phase") == "waiting" and isinstance(wait, Mapping):
+        until = wait.get("until")
+        if isinstance(until, int | float):
+            cells[_PHASE_COLUMN] = f"waiting until {short_time(until)}"
     if run.get("last_activity") is None:
         # A run whose agent has printed nothing yet: its last change is its activity.
         cells[_ACTIVITY_COLUMN] = local_time(run.get("updated_at"))

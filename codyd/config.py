@@ -352,6 +352,8 @@ class Config:
     )
     max_connections: int = field(default=256, metadata=_setting(_integer(1)))
     max_active_runs: int = field(default=64, metadata=_setting(_integer(1)))
+    # A rate_limited turn that named no reset time: the first wait (docs/configuration.md).
+    rate_limit_backoff_s: float = field(default=300.0, metadata=_setting(_number(0, above=True)))
     max_turn_log_bytes: int = field(default=64 * 1024 * 1024, metadata=_setting(_integer(1024)))
     max_line_bytes: int = field(default=1024 * 1024, metadata=_setting(_integer(256)))
     # Below this much free space under state_dir no new turn starts (codyd.runs.disk); 0: off.

@@ -123,6 +123,7 @@ class Daemon:
             "started_at": self.started_at,
             "uptime_s": time.time() - self.started_at,
             "runs": self.supervisor.counts(),
+            "accounts": self.supervisor.accounts(),
             "mirror": self.mirror.status() if self.mirror is not None else dict(DISABLED_STATUS),
             "store": self.store.health_info(),
             "disk": self.supervisor.disk.info(),

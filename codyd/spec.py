@@ -31,6 +31,9 @@ MAX_PROMPT_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 200
 REDACTED = "***"
 DEFAULT_STOP_FILE = ".cody-harness/current-epic/.stop"
+# The account a run's limits are counted against (docs/protocol.md): a short name.
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:+-]{0,63}$")
+DEFAULT_WARN_FRACTION = 0.8
 
 Validator = Callable[[Any, str], Any]
 
@@ -50,6 +53,7 @@ class Budget:
     max_cost_usd: float | None = None
     max_tokens: int | None = None
     max_duration_s: float | None = None
+    warn_fraction: float = DEFAULT_WARN_FRACTION  # budget_warning once use reaches this share
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,14 @@ class RunSpec:
     budget: Budget
     # Consecutive ok turns without progress before the run pauses; None: the agent's default.
     stagnation_turns: int | None = None
+    # Long runs (docs/protocol.md "Accounts and sessions"): the limits' account, "" for the
+    # agent's name (see account_name), and the turns one agent session may take.
+    account: str = ""
+    session_max_turns: int | None = None
+
+    @property
+    def account_name(self) -> str:
+        return self.account or self.agent
 
     def to_wire(self, redact_env: bool = True) -> dict[str, Any]:
         """Return a plain msgpack/JSON-able map; env values become ``***`` when redacting."""
@@ -114,8 +126,11 @@ class RunSpec:
                 "max_cost_usd": self.budget.max_cost_usd,
                 "max_tokens": self.budget.max_tokens,
                 "max_duration_s": self.budget.max_duration_s,
+                "warn_fraction": self.budget.warn_fraction,
             },
             "stagnation_turns": self.stagnation_turns,
+            "account": self.account_name,
+            "session_max_turns": self.session_max_turns,
         }
 
     @classmethod
@@ -145,6 +160,8 @@ class RunSpec:
             retry_backoff_s=float(data["retry_backoff_s"]),
             budget=_budget_from_wire(data["budget"]),
             stagnation_turns=data.get("stagnation_turns"),  # absent in runs stored before it
+            account=data.get("account") or data["agent"],
+            session_max_turns=data.get("session_max_turns"),
         )
 
     def identity(self) -> dict[str, Any]:
@@ -162,6 +179,7 @@ def _budget_from_wire(data: Mapping[str, Any]) -> Budget:
         max_cost_usd=None if cost is None else float(cost),
         max_tokens=data["max_tokens"],
         max_duration_s=None if duration is None else float(duration),
+        warn_fraction=float(data.get("warn_fraction", DEFAULT_WARN_FRACTION)),
     )
 
 
@@ -310,6 +328,20 @@ def _prompt(value: Any, field: str) -> str:
     return text
 
 
+def _account(value: Any, field: str) -> str:
+    expected = f"a short account name matching {ACCOUNT_RE.pattern}"
+    if not isinstance(value, str) or not ACCOUNT_RE.fullmatch(value):
+        raise _refuse(field, expected, value)
+    return value
+
+
+def _fraction(value: Any, field: str) -> float:
+    number = finite_float(value)
+    if number is None or not 0 < number <= 1:
+        raise _refuse(field, "a number in (0, 1]", value)
+    return number
+
+
 def validate_run_id(value: object, field: str = "run_id") -> str:
     """Return ``value`` if it is a valid run id, else raise :class:`InvalidParams`."""
     if not isinstance(value, str) or not RUN_ID_RE.fullmatch(value):
@@ -378,6 +410,7 @@ _DEFAULTABLE: dict[str, Validator] = {
     "max_consecutive_failures": _integer(1),
     "retry_backoff_s": _non_negative,
     "stagnation_turns": _optional(_integer(0)),
+    "session_max_turns": _optional(_integer(1)),
 }
 # Fields given per run only; null means "not given" for the optional ones.
 _PER_RUN: dict[str, Validator] = {
@@ -387,6 +420,7 @@ _PER_RUN: dict[str, Validator] = {
     "prompt_file": _optional(_path_text),
     "run_id": validate_run_id,
     "name": _name,
+    "account": _account,
 }
 _NESTED: dict[str, dict[str, Validator]] = {
     "completion": {"stop_file": _optional(_path_text), "pattern": _optional(_pattern)},
@@ -394,6 +428,7 @@ _NESTED: dict[str, dict[str, Validator]] = {
         "max_cost_usd": _optional(_positive),
         "max_tokens": _optional(_integer(1)),
         "max_duration_s": _optional(_positive),
+        "warn_fraction": _fraction,
     },
 }
 _BUILTIN: dict[str, Any] = {
@@ -411,6 +446,7 @@ _BUILTIN: dict[str, Any] = {
     "max_consecutive_failures": 3,
     "retry_backoff_s": 2.0,
     "stagnation_turns": None,
+    "session_max_turns": None,
 }
 _ALL_FIELDS = sorted([*_DEFAULTABLE, *_PER_RUN, *_NESTED])
 
@@ -656,6 +692,7 @@ def parse_run_spec(
     if "run_id" not in values:
         values["run_id"] = validate_run_id(generate_id())
     values.setdefault("name", "")
+    values["account"] = values.get("account") or values["agent"]
     values["env"], values["labels"] = dict(values["env"]), dict(values["labels"])
     return RunSpec(
         **values,

@@ -208,6 +208,7 @@ def expected_meta(snapshot: dict[str, Any]) -> dict[str, str]:
         return str(value)
 
     stats, error = snapshot["stats"], snapshot["error"] or {}
+    wait, attention = snapshot.get("wait") or {}, snapshot.get("attention") or {}
     return {
         "runId": snapshot["run_id"],
         "name": snapshot["name"],
@@ -230,6 +231,11 @@ def expected_meta(snapshot: dict[str, Any]) -> dict[str, str]:
         "error.code": txt(error.get("code")),
         "error.message": txt(error.get("message")),
         "error.retryable": txt(error.get("retryable")),
+        "wait.reason": txt(wait.get("reason")),
+        "wait.until": ms(wait.get("until")),
+        "wait.account": txt(wait.get("account")),
+        "attention.reason": txt(attention.get("reason")),
+        "attention.message": txt(attention.get("message")),
         "createdAt": ms(snapshot["created_at"]),
         "startedAt": ms(snapshot["started_at"]),
         "updatedAt": ms(snapshot["updated_at"]),

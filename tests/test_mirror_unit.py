@@ -169,6 +169,11 @@ def test_meta_of_a_fresh_run(tmp_path: Path) -> None:
         "error.code": "",
         "error.message": "",
         "error.retryable": "",
+        "wait.reason": "",
+        "wait.until": "",
+        "wait.account": "",
+        "attention.reason": "",
+        "attention.message": "",
         "createdAt": "1700000000500",
         "startedAt": "",
         "updatedAt": "",
@@ -198,8 +203,20 @@ def test_meta_of_a_failed_run(tmp_path: Path) -> None:
     assert (fields["error.code"], fields["error.message"]) == ("stalled", "no output")
     assert fields["error.retryable"] == "true"
     assert fields["finishedAt"] == "1700000009000"
+
     assert fields["completion.detected"] == "true"
     assert (fields["completion.reason"], fields["completion.line"]) == ("pattern", "DONE")
+
+
+def test_meta_of_a_waiting_run(tmp_path: Path) -> None:
+    """A waiting run's wait and the attention it asked for are in the meta (docs/redis.md)."""
+    record = make_record(tmp_path)
+    record.wait = {"reason": "rate_limited", "until": 1700000300.5, "account": "claude"}
+    record.attention = {"reason": "needs_auth", "message": "log in", "at": 1700000001.0}
+    fields = meta_fields(record.summary())
+    assert (fields["wait.reason"], fields["wait.account"]) == ("rate_limited", "claude")
+    assert fields["wait.until"] == "1700000300500"
+    assert (fields["attention.reason"], fields["attention.message"]) == ("needs_auth", "log in")
 
 
 def test_heartbeat_fields() -> None:

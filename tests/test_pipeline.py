@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from codyd.agents import adapter_for
@@ -289,3 +290,40 @@ def test_claude_adapter_lines_through_the_chain() -> None:
     run.drain()
     assert run.types() == ["session_started"]
     assert run.output == []
+
+
+def sentinel_text(**event: Any) -> str:
+    return json.dumps({"__cody_event__": event})
+
+
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_a_report_sentinel_decides_the_outcome_whatever_the_exit_status(exit_code: int) -> None:
+    """rate_limited / auth_failed / context_exhausted sentinels are the turn's outcome, no event."""
+    run = Harness(agent="command")
+    run.feed(
+        sentinel_text(type="auth_failed", message="first"),
+        sentinel_text(type="rate_limited", resets_at=1800000000, message="usage limit"),
+    )
+    assert run.types() == [] and run.output == []
+    outcome = Outcome.OK if exit_code == 0 else Outcome.ERROR
+    result = TurnResult(outcome, exit_code, 10)
+    run.turn.conclude(result)
+    assert (result.outcome, result.error_message) == ("rate_limited", "usage limit")
+    assert (result.error_code, result.resets_at) == ("rate_limited", 1800000000.0)
+
+
+def test_a_report_sentinel_beats_the_adapters_error_but_not_the_daemons_stop() -> None:
+    """The sentinel overrides what the adapter concluded; a turn the daemon aborted stays so."""
+    run = Harness(agent="claude")
+    run.feed(
+        sentinel_text(type="context_exhausted"),
+        json.dumps({"type": "result", "subtype": "error_max_turns", "is_error": True}),
+    )
+    result = TurnResult(Outcome.OK, 0, 10)
+    run.turn.conclude(result)
+    assert result.outcome == "context_exhausted" and result.error_message
+    aborted = Harness(agent="command")
+    aborted.feed(sentinel_text(type="auth_failed"))
+    result = TurnResult(Outcome.ABORTED, None, 10)
+    aborted.turn.conclude(result)
+    assert result.outcome == "aborted"

@@ -441,7 +441,12 @@ def test_wire_round_trip(workspace: Path) -> None:
     assert json.loads(json.dumps(wire)) == wire
     assert wire["command"] == ["python", "-c", "print(1)"]
     assert wire["completion"] == {"stop_file": "STOP", "pattern": r"^DONE\b"}
-    assert wire["budget"] == {"max_cost_usd": 1.25, "max_tokens": 5000, "max_duration_s": 600.0}
+    assert wire["budget"] == {
+        "max_cost_usd": 1.25,
+        "max_tokens": 5000,
+        "max_duration_s": 600.0,
+        "warn_fraction": 0.8,
+    }
 
 
 def test_wire_form_is_valid_params(workspace: Path) -> None:
@@ -582,3 +587,52 @@ def test_random_json_values_as_params_only_raise_invalid_params(params: Any) -> 
     with pytest.raises(InvalidParams) as info:
         parse_run_spec(params)
     assert "expected" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("", "short account name"),
+        ("a" * 65, "short account name"),
+        ("two words", "short account name"),
+        (3, "short account name"),
+        (None, "short account name"),
+    ],
+)
+def test_account_that_is_not_a_short_name_is_refused(
+    workspace: Path, value: Any, expected: str
+) -> None:
+    """An account must be a short name: the error names the field ``account``."""
+    error = refused(base(workspace, account=value))
+    assert error.field == "account" and expected in error.message
+
+
+def test_account_defaults_to_the_agent_name(workspace: Path) -> None:
+    """Runs without an account share the agent's; a given one is kept."""
+    assert parse_run_spec(base(workspace)).account_name == "command"
+    assert parse_run_spec(base(workspace, account="team-a@claude")).account == "team-a@claude"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"session_max_turns": 0}, "session_max_turns"),
+        ({"session_max_turns": "3"}, "session_max_turns"),
+        ({"budget": {"warn_fraction": 0}}, "budget.warn_fraction"),
+        ({"budget": {"warn_fraction": 1.5}}, "budget.warn_fraction"),
+        ({"budget": {"warn_fraction": True}}, "budget.warn_fraction"),
+    ],
+)
+def test_session_and_warn_fraction_are_validated(
+    workspace: Path, params: dict[str, Any], field: str
+) -> None:
+    """session_max_turns is an int >= 1 or null; budget.warn_fraction a number in (0, 1]."""
+    assert refused(base(workspace, **params)).field == field
+
+
+def test_session_and_warn_fraction_defaults(workspace: Path) -> None:
+    """No rotation by turn count by default; warnings at 80 % of a budget."""
+    spec = parse_run_spec(base(workspace))
+    assert spec.session_max_turns is None and spec.budget.warn_fraction == 0.8
+    spec = parse_run_spec(base(workspace, session_max_turns=2, budget={"warn_fraction": 1}))
+    assert spec.session_max_turns == 2 and spec.budget.warn_fraction == 1.0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from codyd.model.events import SENTINEL_TYPES
-from codyd.telemetry.sentinel import MAX_DEPTH, Sentinel, parse_sentinel
+from codyd.telemetry.sentinel import MAX_DEPTH, Sentinel, parse_sentinel, report_of
 
 
 def sentinel_line(**event: Any) -> str:
@@ -312,3 +312,35 @@ def test_line_over_one_mebibyte_is_not_a_sentinel() -> None:
     text = "é" * (room // 2) + "x" * (room % 2)
     assert parse_sentinel(sentinel_line(type="message", text=text)) is not None
     assert parse_sentinel(sentinel_line(type="message", text=text + "x")) is None
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (
+            {"type": "rate_limited", "resets_at": 1800000000, "message": "limit"},
+            {"resets_at": 1800000000.0, "message": "limit"},
+        ),
+        (
+            {"type": "rate_limited", "resets_at": None},
+            {"resets_at": None, "message": "the agent reported a usage limit"},
+        ),
+        ({"type": "auth_failed", "message": "401"}, {"message": "401"}),
+        ({"type": "context_exhausted"}, {"message": "the agent's context window is full"}),
+    ],
+)
+def test_report_sentinels_become_reports(event: dict[str, Any], expected: dict[str, Any]) -> None:
+    """The three report types are parsed like the others and stand for a turn outcome."""
+    parsed = parse_sentinel(sentinel_line(**event))
+    assert parsed == Sentinel(event["type"], expected)
+    report = report_of(parsed)
+    assert report is not None and report.outcome == event["type"]
+    assert report.message == expected["message"]
+    assert report.resets_at == expected.get("resets_at")
+
+
+def test_a_bad_reset_time_makes_a_custom_event() -> None:
+    """resets_at must be unix seconds or null; anything else is kept as a custom event."""
+    parsed = parse_sentinel(sentinel_line(type="rate_limited", resets_at="3pm"))
+    assert parsed is not None and parsed.type == "custom" and "resets_at" in parsed.data["invalid"]
+    assert report_of(parsed) is None

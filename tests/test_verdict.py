@@ -20,6 +20,7 @@ from codyd.runs.verdict import (
     Verdict,
     after_turn,
     before_turn,
+    budget_warnings,
 )
 from codyd.spec import RunSpec, parse_run_spec
 
@@ -167,3 +168,50 @@ def test_view_of_a_record(spec: RunSpec) -> None:
     assert (seen.current_turn, seen.consecutive_failures, seen.cost_usd) == (2, 1, 0.5)
     assert seen.run_seconds == 7.0 and seen.stop_file
     assert RunError("c", "m", True).to_wire() == {"code": "c", "message": "m", "retryable": True}
+
+
+def test_max_turns_on_a_failed_turn_fails_with_that_turns_error(spec: RunSpec) -> None:
+    """The last allowed turn failed: the run fails with its error instead of completing."""
+    decision = after(
+        view(current_turn=3, consecutive_failures=1), spec, "error", error_message="boom"
+    )
+    assert decision == Verdict(Action.FAIL, error=RunError("error", "boom", retryable=True))
+    # Every turn failed, fewer turns than max_consecutive_failures: never completed.
+    one = dataclasses.replace(spec, max_turns=1, max_consecutive_failures=3)
+    decision = after(view(consecutive_failures=1), one, "stalled")
+    assert decision.action is Action.FAIL and decision.error is not None
+    assert decision.error.code == "stalled"
+    # The agent's own "done" still wins over the failure.
+    done = after(view(current_turn=3, consecutive_failures=1, stop_file=True), spec, "error")
+    assert done == Verdict(Action.COMPLETE, reason="stop_file")
+
+
+def test_a_refused_login_pauses_and_a_limit_waits(spec: RunSpec) -> None:
+    """auth_failed pauses with needs_auth (not retryable); rate_limited and unavailable wait."""
+    paused = after(view(), spec, "auth_failed", error_message="Invalid API key")
+    assert paused.action is Action.PAUSE and paused.reason == "needs_auth" and paused.stops
+    assert paused.error == RunError("auth_failed", "Invalid API key", retryable=False)
+    for outcome in ("rate_limited", "unavailable"):
+        waits = after(view(), spec, outcome)
+        assert waits == Verdict(Action.WAIT, reason=outcome) and not waits.stops
+    # A limit after failures: the failure count does not fail the run while it waits.
+    assert after(view(consecutive_failures=2), spec, "rate_limited").action is Action.WAIT
+
+
+def test_context_exhausted_is_counted_but_not_failed(spec: RunSpec) -> None:
+    """context_exhausted goes on (the driver rotates the session); it counts toward max_turns."""
+    assert after(view(), spec, "context_exhausted") == Verdict(Action.GO_ON)
+    final = after(view(current_turn=3), spec, "context_exhausted")
+    assert final == Verdict(Action.COMPLETE, reason="max_turns")
+
+
+def test_budget_warnings_once_per_kind(spec: RunSpec) -> None:
+    """Each budget warns when its use first reaches warn_fraction, and only if not yet warned."""
+    run = view(cost_usd=0.8, tokens=799, run_seconds=50.0)
+    found = budget_warnings(run, spec, [])
+    assert found == [
+        {"kind": "cost", "used": 0.8, "limit": 1.0},
+        {"kind": "duration", "used": 50.0, "limit": 60.0},
+    ]
+    assert budget_warnings(run, spec, ["cost", "duration"]) == []
+    assert budget_warnings(view(tokens=800), spec, ["cost"])[0]["kind"] == "tokens"

@@ -87,6 +87,8 @@ def meta_fields(summary: Mapping[str, Any]) -> dict[str, str]:
     tokens = stats["tokens"]
     completion = summary["completion"]
     error = summary["error"] or {}
+    wait = summary.get("wait") or {}
+    attention = summary.get("attention") or {}
     fields: dict[str, Any] = {
         "runId": summary["run_id"],
         "name": summary["name"],
@@ -109,6 +111,11 @@ def meta_fields(summary: Mapping[str, Any]) -> dict[str, str]:
         "error.code": error.get("code"),
         "error.message": error.get("message"),
         "error.retryable": error.get("retryable"),
+        "wait.reason": wait.get("reason"),
+        "wait.until": unix_ms(wait.get("until")),
+        "wait.account": wait.get("account"),
+        "attention.reason": attention.get("reason"),
+        "attention.message": attention.get("message"),
         "createdAt": unix_ms(summary["created_at"]),
         "startedAt": unix_ms(summary["started_at"]),
         "updatedAt": unix_ms(summary["updated_at"]),

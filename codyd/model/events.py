@@ -40,9 +40,17 @@ SENTINEL_TYPES = frozenset(
     }
 )
 
+# What a command agent reports about why its turn stopped: the turn's outcome, not events
+# (docs/events.md §6); the run driver emits what follows from it.
+REPORT_SENTINEL_TYPES = frozenset({"rate_limited", "auth_failed", "context_exhausted"})
+
+# What the run driver emits about waits, sessions, spend and people (docs/events.md §9).
+DRIVER_TYPES = frozenset({"rate_limited", "session_rotated", "budget_warning", "attention"})
+
 EVENT_TYPES = (
     LIFECYCLE_TYPES
     | SENTINEL_TYPES
+    | DRIVER_TYPES
     | frozenset(
         {
             "subprocess_output",

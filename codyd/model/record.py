@@ -148,6 +148,15 @@ class RunRecord:
     # the last test results and assistant message reported, so a restart goes on counting.
     stagnant_turns: int = 0
     progress_marks: dict[str, Any] | None = None
+    # Long runs (docs/events.md §9): the turns taken in the current agent session; the
+    # rate_limited/unavailable turns in a row; seconds waited since the last turn that was
+    # not held by a limit, and whether that already asked for attention; the budget kinds
+    # (cost, tokens, duration) whose budget_warning is out.
+    session_turns: int = 0
+    limit_streak: int = 0
+    waited_s: float = 0.0
+    wait_attention: bool = False
+    budget_warned: list[str] = field(default_factory=list)
     # The spec never changes: its JSON is made once, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
     # The summary as msgpack, kept until a field changes (see __setattr__).

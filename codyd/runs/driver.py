@@ -8,7 +8,7 @@ reads the facts for the verdict and applies it through the store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,18 @@ import trio
 from codyd.config import Config
 from codyd.leases import Leases
 from codyd.model.record import RunRecord
-from codyd.model.state import Outcome, Phase, State
+from codyd.model.state import UNCOUNTED_OUTCOMES, Outcome, Phase, State
 from codyd.redact import secret_values
 from codyd.runs import verdict
 from codyd.runs.disk import DiskMonitor
+from codyd.runs.gates import (
+    ATTENTION_AFTER_S,
+    AccountGates,
+    Limit,
+    limit_at,
+    rate_limit_until,
+    unavailable_until,
+)
 from codyd.runs.pipeline import Redactor, RunEvents
 from codyd.runs.progress import ProgressGuard
 from codyd.runs.turn import Turn, TurnResult
@@ -32,6 +40,9 @@ from codyd.store import Store
 
 log = structlog.get_logger("codyd.run")
 
+# The waits this driver's limits make (other guards may hold a turn back for their reasons).
+LIMIT_WAITS = frozenset({"rate_limited", "account_limited", "unavailable"})
+
 
 class RunDriver:
     def __init__(
@@ -41,12 +52,15 @@ class RunDriver:
         leases: Leases,
         config: Config,
         turn_dir: Callable[[str, int], Path],
+        gates: AccountGates | None = None,
         *,
         disk: DiskMonitor | None = None,
     ) -> None:
         self.record, self.spec = record, record.spec
         self.disk = disk
         self.store, self.leases, self.config = store, leases, config
+        self.gates = gates if gates is not None else AccountGates()
+        self._own_limit: Limit | None = None  # the run's own wait (rate_limited, unavailable)
         self.interrupted = False
         self.lease_holder: str | None = None  # set when another daemon took the lease
         self.pause_reason: str | None = None
@@ -104,17 +118,26 @@ class RunDriver:
         while record.state is State.RUNNING and not self._stopped():
             if not await self._hold_lease() or self._stopped():
                 break
+            self._warn_budget()
             if self._apply(verdict.before_turn(self._view(), self.spec)):
                 break
-            await self._wait_for_disk()
+            waited = await self._wait_out()
+            if waited is None:
+                break
+            if waited:
+                continue  # the lease and the budget again, after a wait
+            await self._wait_for_disk()  # after a limit's wait, which it would overwrite
             # No new turn while the store cannot record it.
             await self.store.wait_writable(
                 record.run_id, lambda: self._stopped() or record.state is not State.RUNNING
             )
             if self._stopped() or record.state is not State.RUNNING:
                 break
+            session = record.session_id
             result = await self.turns.run()
             self.turns.record_end(result)
+            self._note_turn(result, session)
+            self._warn_budget()
             decision = verdict.after_turn(
                 self._view(),
                 self.spec,
@@ -126,6 +149,8 @@ class RunDriver:
                 break
             if decision.action is Action.BACK_OFF:
                 await self._backoff(decision.delay_s)
+            elif decision.action is Action.WAIT:
+                self._start_wait(decision.reason, result)
             elif self._apply(decision):
                 break
         self._settle()
@@ -134,6 +159,8 @@ class RunDriver:
         """The driver ends: a run it leaves non-running is idle."""
         record = self.record
         record.phase = Phase.IDLE if record.state is not State.RUNNING else record.phase
+        if record.state is not State.RUNNING and (record.wait or {}).get("reason") in LIMIT_WAITS:
+            record.wait = None  # ended or paused: nothing holds it back any more
         self.store.save(record)
 
     def fail_internal(self, exc: BaseException) -> None:
@@ -305,6 +332,9 @@ class RunDriver:
         elif decision.action is Action.FAIL:
             assert decision.error is not None
             self._fail(decision.error.to_wire())
+        elif decision.action is Action.PAUSE:
+            assert decision.error is not None
+            self._pause_for_auth(decision.error.message)
         return decision.stops
 
     def _append(self, type_: str, data: dict[str, Any]) -> None:
@@ -312,14 +342,178 @@ class RunDriver:
         self.store.append(self.record, type_, data, turn=self.record.current_turn or None)
 
     def _fail(self, error: dict[str, Any], *also: State) -> None:
-        self.store.compare_and_set(
+        if self.store.compare_and_set(
             self.record,
             {State.RUNNING, *also},
             State.FAILED,
             ("run_failed", {"error": error}),
             error=error,
             phase=Phase.IDLE,
+        ):
+            over_budget = error["code"] == "budget_exceeded"
+            self._attention("budget_exceeded" if over_budget else "failed", error["message"])
+
+    # -- waiting out limits (docs/protocol.md §5.10) ---------------------------------------
+
+    def _start_wait(self, reason: str | None, result: TurnResult) -> None:
+        """A rate_limited or unavailable turn: the run waits before its next turn."""
+        record, account = self.record, self.spec.account_name
+        now = time.time()
+        if reason == Outcome.RATE_LIMITED:
+            backoff = self.config.rate_limit_backoff_s
+            until = rate_limit_until(result.resets_at, record.limit_streak, backoff, now)
+            # The whole account waits; a later limit another run found holds this one too.
+            self._own_limit = self.gates.limit(account, until)
+            until = self._own_limit.until
+            message = result.error_message or "the agent reported a usage limit"
+            self._emit("rate_limited", {"until": until, "account": account, "message": message})
+        else:
+            until = unavailable_until(record.limit_streak, now)
+            self._own_limit = limit_at(until)
+        record.wait = {"reason": str(reason), "until": until, "account": account}
+        record.phase = Phase.WAITING
+        self.store.save(record)
+
+    async def _wait_out(self) -> bool | None:
+        """Wait while a limit holds the run's next turn back.
+
+        True after a wait, False when there was none, None when the run is to be
+        driven no more (paused, cancelled, or the daemon stopping: then the wait
+        stays stored, and the next daemon waits out the rest of it).
+        """
+        record = self.record
+        waited = False
+        while (hold := self._holding()) is not None:
+            limit, wait = hold
+            waited = True
+            if record.wait != wait or record.phase is not Phase.WAITING:
+                record.wait, record.phase = wait, Phase.WAITING
+                self.store.save(record)
+            self._attend_long_wait(limit)
+            self._wake = trio.Event()
+            started = trio.current_time()
+            with trio.move_on_at(limit.deadline):
+                await self._wake.wait()
+            record.waited_s += trio.current_time() - started
+            if self._stopped():
+                return None
+            if record.state is not State.RUNNING:
+                record.wait = None  # paused or cancelled: a resumed run looks again
+                self.store.save(record)
+                return None
+        if record.wait is not None and record.wait.get("reason") in LIMIT_WAITS:
+            record.wait, record.phase = None, Phase.BETWEEN_TURNS
+            self._own_limit = None
+            self.store.save(record)
+        return waited
+
+    def _holding(self) -> tuple[Limit, dict[str, Any]] | None:
+        """The limit holding the next turn back now, with the run's ``wait`` for it."""
+        record, account = self.record, self.spec.account_name
+        wait = record.wait
+        if wait is not None and wait["reason"] in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
+            own = self._own_limit
+            if own is None or own.until != wait["until"]:
+                # Stored by an earlier driver (a pause, a restart): on this driver's clock now.
+                own = self._own_limit = (
+                    self.gates.limit(account, wait["until"])
+                    if wait["reason"] == Outcome.RATE_LIMITED
+                    else limit_at(wait["until"])
+                )
+            if own.deadline > trio.current_time():
+                return own, {**wait, "until": own.until}
+        limit = self.gates.limited(account)
+        if limit is None:
+            return None
+        return limit, {"reason": "account_limited", "until": limit.until, "account": account}
+
+    def _attend_long_wait(self, limit: Limit) -> None:
+        """A run held back for more than a day asks a person to look, once per spell."""
+        record = self.record
+        ahead = max(0.0, limit.deadline - trio.current_time())
+        if record.wait_attention or record.waited_s + ahead <= ATTENTION_AFTER_S:
+            return
+        record.wait_attention = True
+        wait = record.wait or {}
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(limit.until))
+        self._attention(
+            "waiting",
+            f"the run waits ({wait.get('reason')}, account {wait.get('account')}) until {until}: "
+            "more than 24 h without a turn; check the account's limits, or pause or cancel "
+            "the run",
         )
+
+    # -- after a turn: sessions, streaks, budget warnings (docs/events.md §9) ----------------
+
+    def _note_turn(self, result: TurnResult, session: str | None) -> None:
+        """Streaks and sessions after a turn; ``session`` is the one it began with."""
+        record, outcome = self.record, result.outcome
+        if outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
+            record.limit_streak += 1
+        else:
+            record.limit_streak = 0
+            if outcome not in (Outcome.INTERRUPTED, Outcome.ABORTED):
+                record.waited_s, record.wait_attention = 0.0, False
+        if outcome in UNCOUNTED_OUTCOMES:
+            return  # no work done: the session goes on as it was
+        record.session_turns += 1
+        if session is not None and record.session_id is None:
+            record.session_turns = 0  # the agent lost its session: the next one is new
+        if outcome == Outcome.CONTEXT_EXHAUSTED:
+            self._rotate_session("context_exhausted")
+        elif (limit := self.spec.session_max_turns) is not None and record.session_turns >= limit:
+            self._rotate_session("max_turns")
+
+    def _rotate_session(self, reason: str) -> None:
+        """The next turn starts a new agent session instead of resuming this one."""
+        record = self.record
+        self._emit("session_rotated", {"from": record.session_id, "reason": reason})
+        record.session_id, record.session_turns = None, 0
+
+    def _warn_budget(self) -> None:
+        record = self.record
+        view = RunView.of(record, run_seconds=run_seconds(record), stop_file=False)
+        for data in verdict.budget_warnings(view, self.spec, record.budget_warned):
+            record.budget_warned = [*record.budget_warned, data["kind"]]
+            self._emit("budget_warning", data)
+
+    # -- a person is needed (docs/events.md §9) --------------------------------------------
+
+    def _pause_for_auth(self, message: str) -> None:
+        """The agent's login was refused: paused until someone logs it in and resumes."""
+        record = self.record
+        if self.store.compare_and_set(
+            record,
+            {State.RUNNING},
+            State.PAUSED,
+            ("run_paused", {"reason": "needs_auth"}),
+            phase=Phase.IDLE,
+            paused_since=time.time(),
+        ):
+            self._attention("needs_auth", needs_auth_message(self.spec.agent, message, record))
+
+    def _attention(self, reason: str, message: str) -> None:
+        record = self.record
+        record.attention = {"reason": reason, "message": message, "at": time.time()}
+        self._emit("attention", {"reason": reason, "message": message})
+
+
+LOGIN_ADVICE = {
+    "claude": "log the claude CLI in again (`claude /login`, or give the run an ANTHROPIC_API_KEY)",
+    "codex": "log the codex CLI in again (`codex login`, or give the run an OPENAI_API_KEY)",
+    "command": "fix the agent's credentials",
+}
+
+
+def needs_auth_message(agent: str, reported: str, record: RunRecord) -> str:
+    """What to do about a refused login: the agent's words, the fix, and the resume."""
+    advice = LOGIN_ADVICE.get(agent, LOGIN_ADVICE["command"])
+    return f"{reported.rstrip('. ')}. To go on: {advice}, then `codyctl resume {record.run_id}`"
+
+
+def clear_budget_warnings(record: RunRecord, kinds: Collection[str]) -> None:
+    """Let ``budget_warning`` of these kinds come again (after their limit was raised)."""
+    record.budget_warned = [kind for kind in record.budget_warned if kind not in kinds]
 
 
 def _innermost(exc: BaseException) -> BaseException:

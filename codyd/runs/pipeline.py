@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from codyd.agents import Adapter, Parsed
+from codyd.agents.base import AgentReport
 from codyd.config import AgentConfig
 from codyd.model.events import LIFECYCLE_TYPES
 from codyd.model.record import RunRecord, Tokens
@@ -32,12 +33,14 @@ from codyd.runs.turn import TurnResult
 from codyd.spec import RunSpec
 from codyd.telemetry.ansi import strip_ansi
 from codyd.telemetry.runner_summary import TestSummaryDetector
-from codyd.telemetry.sentinel import parse_sentinel
+from codyd.telemetry.sentinel import parse_sentinel, report_of
 
 USAGE_EVENTS = frozenset({"token_usage", "cost"})
 PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})
 
 Emit = Callable[[str, dict[str, Any]], None]
+# Outcomes a report sentinel replaces: the agent's own ends, not the daemon's (aborted, ...).
+SENTINEL_OVERRIDES = frozenset({Outcome.OK, Outcome.ERROR, Outcome.STALLED, Outcome.TIMED_OUT})
 
 
 class RunNotes(Protocol):
@@ -142,11 +145,16 @@ class SplitWarning:
 
 
 class Sentinels:
-    """A whole ``@@codyd`` line is its event and nothing else."""
+    """A whole ``@@codyd`` line is its event and nothing else.
+
+    A report sentinel (``rate_limited``, ``auth_failed``, ``context_exhausted``) is
+    no event: the last one becomes the turn's outcome (:meth:`TurnOutput.conclude`).
+    """
 
     def __init__(self, emit: Emit, notes: RunNotes) -> None:
         self._emit = emit
         self._notes = notes
+        self.report: AgentReport | None = None
 
     def __call__(self, line: OutputLine) -> OutputLine | None:
         if line.split:
@@ -154,6 +162,10 @@ class Sentinels:
         sentinel = parse_sentinel(line.text)
         if sentinel is None:
             return line
+        report = report_of(sentinel)
+        if report is not None:
+            self.report = report
+            return None
         if sentinel.type == "test_run_completed":
             self._notes.sentinel_tests = True
         self._emit(sentinel.type, sentinel.data)
@@ -409,9 +421,10 @@ class TurnOutput:
         self.adapter_events = AdapterEvents(adapter, emit, notes, self.sessions, totals)
         self.test_summaries = TestSummaries(emit, notes)
         self.pump = OutputPump(emit.text, append_output)
+        self.sentinels = Sentinels(emit, notes)
         processors: list[Processor] = [
             SplitWarning(emit, settings.max_line_bytes),
-            Sentinels(emit, notes),
+            self.sentinels,
             self.adapter_events,
             self.test_summaries,
         ]
@@ -431,11 +444,14 @@ class TurnOutput:
 
     def conclude(self, result: TurnResult) -> None:
         """The agent's last word on its turn: an error it reported, a session it lost."""
+        report: AgentReport | None = None
         if result.outcome in (Outcome.OK, Outcome.ERROR):
             report = self._adapter.finish(result.exit_code)
-            if report is not None:
-                result.outcome, result.error_message = report.outcome, report.message
-                result.error_code, result.resets_at = report.code, report.resets_at
+        if result.outcome in SENTINEL_OVERRIDES and self.sentinels.report is not None:
+            report = self.sentinels.report  # the agent's own word, whatever its exit status
+        if report is not None:
+            result.outcome, result.error_message = report.outcome, report.message
+            result.error_code, result.resets_at = report.code, report.resets_at
         requested = self.sessions.requested
         if self.adapter_events.resume_failed and requested is not None:
             # A session the agent no longer knows: the next turn starts a fresh one.

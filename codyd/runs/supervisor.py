@@ -26,6 +26,7 @@ from codyd.model.state import Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.disk import DiskMonitor
 from codyd.runs.driver import RunDriver
+from codyd.runs.gates import AccountGates
 from codyd.runs.spawn import CHILDREN
 from codyd.runs.turn import read_pid_file
 from codyd.spec import parse_run_spec, validate_run_id
@@ -58,6 +59,7 @@ class Supervisor:
         )
         self.layout = StateLayout(config.state_dir)
         self.queue: deque[str] = deque()
+        self.gates = AccountGates()  # one per account: the limits its runs wait out
         self.shutting_down = False
         self._nursery: trio.Nursery | None = None
         self._all_done = trio.Event()
@@ -217,7 +219,13 @@ class Supervisor:
     def _spawn_driver(self, record: RunRecord) -> None:
         assert self._nursery is not None
         driver = RunDriver(
-            record, self.store, self.leases, self.config, self.layout.turn_dir, disk=self.disk
+            record,
+            self.store,
+            self.leases,
+            self.config,
+            self.layout.turn_dir,
+            self.gates,
+            disk=self.disk,
         )
         self.drivers[record.run_id] = driver
         self._all_done = trio.Event()
@@ -334,6 +342,7 @@ class Supervisor:
             paused_for = time.time() - (record.paused_since or time.time())
             record.paused_total_s += paused_for if record.started_at is not None else 0.0
             record.paused_since = None
+            record.attention = None  # whoever resumes it has seen to what it asked for
             if record.started_at is None or len(self.drivers) >= self.config.max_active_runs:
                 self.store.compare_and_set(record, {State.PAUSED}, State.QUEUED)
                 self.queue.append(record.run_id)
@@ -357,7 +366,7 @@ class Supervisor:
                 f"cannot retry run {record.run_id!r}: it is {record.state.value}, not failed",
                 state=record.state.value,
             )
-        fresh = {"error": None, "consecutive_failures": 0, "finished_at": None}
+        fresh = {"error": None, "consecutive_failures": 0, "finished_at": None, "attention": None}
         event = ("run_retried", {"reason": reason or "retried"})
         # A driver still winding down, or every slot taken: it waits like a new run.
         if record.run_id in self.drivers or len(self.drivers) >= self.config.max_active_runs:
@@ -429,6 +438,7 @@ class Supervisor:
     async def _recover(self) -> None:
         """Bring runs left by a previous daemon to a consistent state (docs/operations.md §2.3)."""
         await self._bury_lost_turns()
+        self._restore_gates()
         for record in sorted(self.store.runs.values(), key=lambda r: r.created_at):
             if record.terminal:
                 continue
@@ -529,6 +539,29 @@ class Supervisor:
             "error": None,
         }
         self.store.append(record, "turn_completed", data, turn=n)
+
+    # -- accounts (docs/protocol.md §5.10) ---------------------------------------------------
+
+    def _restore_gates(self) -> None:
+        """The limits stored with waiting runs hold their accounts again after a restart."""
+        now = time.time()
+        for record in self.store.live.values():
+            wait = record.wait or {}
+            until = wait.get("until")
+            held = wait.get("reason") in ("rate_limited", "account_limited")
+            if held and isinstance(until, float | int) and until > now:
+                self.gates.limit(wait["account"], float(until))
+
+    def accounts(self) -> dict[str, dict[str, Any]]:
+        """``daemon.info.accounts``: per account, its limit and its runs not yet ended."""
+        runs: dict[str, int] = dict.fromkeys(self.gates.accounts(), 0)
+        for record in self.store.live.values():
+            account = record.spec.account_name
+            runs[account] = runs.get(account, 0) + 1
+        return {
+            account: {"limited_until": self.gates.limited_until(account), "runs": count}
+            for account, count in sorted(runs.items())
+        }
 
     def lease_lost(self, run_id: str, holder: str) -> None:
         """Another daemon holds the run's lease now: stop its turn and stop driving it."""

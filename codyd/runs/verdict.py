@@ -7,6 +7,7 @@ applies the :class:`Verdict`; nothing here touches a file, the store or time.
 from __future__ import annotations
 
 import enum
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,8 @@ from codyd.runs.turn import TurnResult
 from codyd.spec import RunSpec
 
 MAX_BACKOFF_S = 300.0
+# Errors no retry of the same run can mend by itself (docs/protocol.md §4).
+NOT_RETRYABLE = frozenset({Outcome.AUTH_FAILED, "budget_exceeded"})
 
 
 class Action(enum.Enum):
@@ -25,6 +28,8 @@ class Action(enum.Enum):
     FAIL = "fail"  # the run fails with ``error``
     INTERRUPTED = "interrupted"  # the daemon is stopping: record it, leave the run running
     STOP = "stop"  # stop driving and change nothing (another daemon's now, or not running)
+    WAIT = "wait"  # wait out a limit (``reason``: rate_limited, unavailable), then go on
+    PAUSE = "pause"  # the run needs a person first (``reason``: needs_auth)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,7 @@ class Verdict:
 
     @property
     def stops(self) -> bool:
-        return self.action not in (Action.GO_ON, Action.BACK_OFF)
+        return self.action not in (Action.GO_ON, Action.BACK_OFF, Action.WAIT)
 
 
 GO_ON = Verdict(Action.GO_ON)
@@ -96,7 +101,9 @@ def after_turn(
     The order matters: a daemon that stops or lost the run decides nothing; a
     binary that cannot run fails the run whatever else holds; the agent's own
     "done" (stop file, pattern) beats a failure count; reaching
-    max_consecutive_failures beats reaching max_turns.
+    max_consecutive_failures beats reaching max_turns, and a run whose last
+    turn failed does not end ``completed`` at max_turns but ``failed`` with that
+    turn's error. A refused login pauses the run; a limit makes it wait.
     """
     if result.outcome == Outcome.INTERRUPTED or interrupted:
         return Verdict(Action.INTERRUPTED)
@@ -110,9 +117,16 @@ def after_turn(
     failed = result.outcome in FAILED_OUTCOMES
     finished = _finished(run, spec, failed=failed)
     if finished is not None:
+        if failed and finished.reason == "max_turns":
+            return _fail(result.outcome, message, retryable=retryable(result.outcome))
         return finished
+    if result.outcome == Outcome.AUTH_FAILED:
+        error = RunError(Outcome.AUTH_FAILED, message, retryable=False)
+        return Verdict(Action.PAUSE, reason="needs_auth", error=error)
+    if result.outcome in (Outcome.RATE_LIMITED, Outcome.UNAVAILABLE):
+        return Verdict(Action.WAIT, reason=result.outcome)
     if failed and run.consecutive_failures >= spec.max_consecutive_failures:
-        return _fail(result.outcome, message, retryable=True)
+        return _fail(result.outcome, message, retryable=retryable(result.outcome))
     if run.consecutive_failures:
         delay = spec.retry_backoff_s * 2 ** (run.consecutive_failures - 1)
         return Verdict(Action.BACK_OFF, delay_s=min(MAX_BACKOFF_S, delay))
@@ -148,5 +162,25 @@ def _budget_exceeded(run: RunView, spec: RunSpec) -> str | None:
     return None
 
 
+def retryable(code: str) -> bool:
+    """Whether an error of this code may go away when the run is retried as it is."""
+    return code not in NOT_RETRYABLE
+
+
 def _fail(code: str, message: str, *, retryable: bool) -> Verdict:
     return Verdict(Action.FAIL, error=RunError(code, message, retryable))
+
+
+def budget_warnings(run: RunView, spec: RunSpec, warned: Collection[str]) -> list[dict[str, Any]]:
+    """``budget_warning`` data for each budget whose use first reached ``warn_fraction``."""
+    budget = spec.budget
+    uses: list[tuple[str, float, float | None]] = [
+        ("cost", run.cost_usd, budget.max_cost_usd),
+        ("tokens", run.tokens, budget.max_tokens),
+        ("duration", run.run_seconds, budget.max_duration_s),
+    ]
+    return [
+        {"kind": kind, "used": used, "limit": limit}
+        for kind, used, limit in uses
+        if limit is not None and kind not in warned and used >= budget.warn_fraction * limit
+    ]

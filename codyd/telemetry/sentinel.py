@@ -4,8 +4,10 @@ The rules and the allowed types: docs/events.md §6.
 
 A sentinel is a whole output line that, once ANSI codes and surrounding whitespace are
 removed, is a JSON object with a top-level ``__cody_event__`` object carrying a string
-``type``. Allowed types become that event with normalized data; every other type becomes
-a ``custom`` event, so output can never forge lifecycle events (``run_*``, ``turn_*``).
+``type``. Allowed types become that event with normalized data, except the report types
+(``rate_limited``, ``auth_failed``, ``context_exhausted``), which decide the turn's
+outcome instead (:func:`report_of`); every other type becomes a ``custom`` event, so
+output can never forge lifecycle events (``run_*``, ``turn_*``).
 An allowed type whose fields are unusable also becomes ``custom``, with an ``invalid``
 reason, so nothing is counted and nothing is lost.
 
@@ -24,7 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from codyd.model.events import SENTINEL_TYPES
+from codyd.agents.base import AgentReport
+from codyd.model.events import REPORT_SENTINEL_TYPES, SENTINEL_TYPES
+from codyd.model.state import Outcome
 from codyd.telemetry.ansi import strip_ansi
 
 SENTINEL_KEY: Final = "__cody_event__"
@@ -80,6 +84,16 @@ def parse_sentinel(line: str) -> Sentinel | None:
     except _InvalidField as exc:
         return Sentinel(CUSTOM_TYPE, {"type": event_type, **fields, "invalid": str(exc)})
     return Sentinel(event_type, data)
+
+
+def report_of(sentinel: Sentinel) -> AgentReport | None:
+    """The turn outcome a report sentinel stands for; None for a telemetry sentinel."""
+    if sentinel.type not in REPORT_SENTINEL_TYPES:
+        return None
+    data = sentinel.data
+    return AgentReport(
+        Outcome(sentinel.type), data["message"], code=sentinel.type, resets_at=data.get("resets_at")
+    )
 
 
 def _decode_object(line: str) -> dict[str, Any] | None:
@@ -240,6 +254,32 @@ def _message(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _resets_at(fields: dict[str, Any]) -> float | None:
+    value = fields.get("resets_at")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _InvalidField(
+            f"resets_at: expected unix seconds (a number >= 0) or null, got {_json_kind(value)}"
+        )
+    return float(value)
+
+
+def _rate_limited(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resets_at": _resets_at(fields),
+        "message": _text(fields, "message", "the agent reported a usage limit"),
+    }
+
+
+def _auth_failed(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"message": _text(fields, "message", "the agent reported that its login was refused")}
+
+
+def _context_exhausted(fields: dict[str, Any]) -> dict[str, Any]:
+    return {"message": _text(fields, "message", "the agent's context window is full")}
+
+
 _NORMALIZERS: Final[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "file_read": _file_event,
     "file_written": _file_event,
@@ -250,5 +290,8 @@ _NORMALIZERS: Final[dict[str, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "token_usage": _token_usage,
     "cost": _cost,
     "message": _message,
+    "rate_limited": _rate_limited,
+    "auth_failed": _auth_failed,
+    "context_exhausted": _context_exhausted,
 }
-assert frozenset(_NORMALIZERS) == SENTINEL_TYPES
+assert frozenset(_NORMALIZERS) == SENTINEL_TYPES | REPORT_SENTINEL_TYPES
