@@ -157,10 +157,10 @@ def wait_for(page: Any, script: str, arg: Any, what: str, timeout_s: float = 5.0
 
 
 ROW_STATE = """([id, state]) => {
-  const cell = document.querySelector(`tr[data-run-id="${id}"] td.c-state`);
+  const cell = document.querySelector(`#runs-body [data-run-id="${id}"] .c-state`);
   return cell && cell.textContent === state;
 }"""
-ROW_SHOWN = """(id) => { const row = document.querySelector(`tr[data-run-id="${id}"]`);
+ROW_SHOWN = """(id) => { const row = document.querySelector(`#runs-body [data-run-id="${id}"]`);
   return row && !row.hidden; }"""
 VISIBLE = "(id) => { const el = document.getElementById(id); return el && !el.hidden; }"
 TEXT_HAS = """([id, text]) => (document.getElementById(id).textContent || '').includes(text)"""
@@ -214,16 +214,16 @@ def test_label_filter(site: Site, browser: Any) -> None:
     later = site.start(*agent("sleeper"), labels={"team": "blue"})
     other = site.start(*agent("sleeper"), labels={"team": "red"})
     wait_for(browser, ROW_SHOWN, later, "the blue run started after the filter was set")
-    wait_for(browser, f"() => document.querySelector('tr[data-run-id=\"{other}\"]') !== null",
+    wait_for(browser, f"() => document.querySelector('#runs-body [data-run-id=\"{other}\"]') !== null",
              None, "the red run in the table")  # fmt: skip
-    assert not browser.is_visible(f'tr[data-run-id="{other}"]')
+    assert not browser.is_visible(f'#runs-body [data-run-id="{other}"]')
 
 
 def test_run_page_controls_with_the_control_token(site: Site, browser: Any) -> None:
     """The run page tails the output; a wrong token is refused (the run goes on), the right one pauses."""
     run_id = site.start(*agent("ticker", 0.05, 100_000))
     sign_in(browser, site)
-    browser.click(f'tr[data-run-id="{run_id}"] td.c-run a')
+    browser.click(f'#runs-body [data-run-id="{run_id}"] .c-run a')
     wait_for(browser, TEXT_HAS, ["run-tail", "tick "], "the live output of the turn")
     wait_for(browser, TEXT_HAS, ["run-events", "turn_started"], "the run's events")
     wait_for(browser, TEXT_HAS, ["run-stats", "running"], "the stats")
@@ -271,10 +271,10 @@ def test_a_phone_sees_cards(site: Site, browser: Any) -> None:
     wait_for(browser, ROW_SHOWN, run_id, "the run")
     layout = browser.evaluate(
         """(id) => {
-          const row = document.querySelector(`tr[data-run-id="${id}"]`);
-          const cell = row.querySelector('td.c-state');
+          const row = document.querySelector(`#runs-body [data-run-id="${id}"]`);
+          const cell = row.querySelector('.c-state');
           return {
-            head: getComputedStyle(document.querySelector('#runs thead')).display,
+            head: getComputedStyle(document.querySelector('#runs .row.head')).display,
             row: getComputedStyle(row).display,
             label: getComputedStyle(cell, '::before').content,
             wide: document.documentElement.scrollWidth,

@@ -3,7 +3,7 @@
 // Live updates come from the server-sent events of /api/v1/events, read with fetch() so the
 // request carries the Authorization header (EventSource cannot). An event changes the run in
 // memory at once and marks its row dirty; rows are redrawn once per animation frame, and only
-// the cells whose text changed. Events that change what an event alone cannot tell (state,
+// the cells whose text changed. Rows off screen cost nothing to redraw (content-visibility). Events that change what an event alone cannot tell (state,
 // phase, wait, attention) also fetch the run's snapshot, a few at a time.
 "use strict";
 
@@ -370,6 +370,7 @@ const table = {
   wanted: new Set(),
   filter: { state: "", label: null, matching: null },
   feed: null,
+  received: 0, // events read from the all-runs stream (benchmarks read it)
 
   entry(id) { return this.runs.get(id); },
 
@@ -389,12 +390,15 @@ const table = {
   },
 
   makeRow(run) {
-    const row = document.createElement("tr");
+    const row = document.createElement("div");
+    row.className = "row";
+    row.setAttribute("role", "row");
     row.dataset.runId = run.run_id;
     const cells = {};
     CELLS.forEach((name, i) => {
-      const cell = document.createElement("td");
-      cell.className = `c-${name}`;
+      const cell = document.createElement("span");
+      cell.className = `cell c-${name}`;
+      cell.setAttribute("role", "cell");
       cell.dataset.label = LABELS[i];
       row.appendChild(cell);
       cells[name] = cell;
@@ -407,12 +411,12 @@ const table = {
   },
 
   place(entry, top) {
-    const body = $("runs").tBodies[0];
+    const body = $("runs-body");
     if (top || !body.firstChild) { body.insertBefore(entry.row, body.firstChild); return; }
     // Newest first, as run.list orders them; runs arrive mostly in that order.
     const created = entry.run.created_at;
     let before = null;
-    for (const other of body.rows) {
+    for (const other of body.children) {
       const them = this.runs.get(other.dataset.runId);
       if (them && them !== entry && them.run.created_at < created) { before = other; break; }
     }
@@ -495,6 +499,7 @@ const table = {
   },
 
   onEvent(event) {
+    this.received += 1;
     let entry = this.runs.get(event.run_id);
     if (!entry) {
       if (event.type !== "run_queued") { this.want(event.run_id); return; }
@@ -544,7 +549,7 @@ const table = {
     const runs = await this.listAll();
     $("list-error").hidden = true;
     const fragment = document.createDocumentFragment();
-    const body = $("runs").tBodies[0];
+    const body = $("runs-body");
     body.textContent = "";
     this.runs.clear();
     for (const run of runs) {
@@ -930,6 +935,6 @@ async function start() {
 }
 
 // For tests and benchmarks: what the page holds (read-only use).
-window.codydDashboard = { table, page, STATES };
+window.codydDashboard = { table, page, waitText };
 
 start();
