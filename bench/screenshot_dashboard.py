@@ -30,6 +30,9 @@ RUNS: list[tuple[str, list[str], dict[str, Any]]] = [
     ("release-notes", worker(0.2), {}),
     ("i18n-strings", worker(0.2), {"labels": {"team": "web"}}),
 ]
+SHOWN = """(runs) => document.querySelectorAll('#runs-body .row').length >= runs
+  && document.querySelector('#runs-body [data-state=paused]') !== null"""
+TAIL = "() => document.getElementById('run-tail').textContent.length > 0"
 
 
 def start(daemon: Daemon, name: str, command: list[str], extra: dict[str, Any]) -> str:
@@ -62,7 +65,13 @@ def stage(daemon: Daemon) -> None:
     wait("bump-deps completing", lambda: state(daemon, ids["bump-deps"]) == "completed")
     wait("migrate-db failing", lambda: state(daemon, ids["migrate-db"]) == "failed")
     daemon.call("run.cancel", {"run_id": ids["old-experiment"], "reason": "superseded"})
-    wait("some tokens", lambda: daemon.call("run.status", {"run_id": ids["docs-sweep"]})["stats"]["tokens"]["total"])
+
+    def tokens() -> int:
+        return int(
+            daemon.call("run.status", {"run_id": ids["docs-sweep"]})["stats"]["tokens"]["total"]
+        )
+
+    wait("some tokens", tokens)
     daemon.call("run.pause", {"run_id": ids["docs-sweep"], "now": True, "reason": "review first"})
 
 
@@ -71,15 +80,12 @@ def main() -> int:
     with open_http_daemon("max_active_runs = 5") as (daemon, base), open_page(1200, 520) as page:
         stage(daemon)
         page.goto(base + "/")
-        page.wait_for_function("() => document.querySelectorAll('#runs-body .row').length >= 11", timeout=10_000)
-        page.wait_for_function(
-            "() => document.querySelector('#runs-body [data-state=paused]') !== null", timeout=10_000
-        )
+        page.wait_for_function(SHOWN, arg=len(RUNS), timeout=10_000)
         time.sleep(1.5)  # a picture, not a test: let the numbers tick for a moment
         page.screenshot(path=str(path), full_page=True)
         if len(sys.argv) > 2:  # a second picture: one run's page
             page.click("#runs-body [data-state=running] .c-run a")
-            page.wait_for_function("() => document.getElementById('run-tail').textContent.length > 0")
+            page.wait_for_function(TAIL, timeout=10_000)
             time.sleep(1.5)
             page.screenshot(path=sys.argv[2], full_page=True)
     print(f"saved {path}")

@@ -285,3 +285,55 @@ def test_a_phone_sees_cards(site: Site, browser: Any) -> None:
     assert layout["head"] == "none" and layout["row"] == "block", layout
     assert layout["label"] == '"State"', layout
     assert layout["wide"] <= 390, f"the page scrolls sideways on a phone: {layout}"
+
+
+def test_wait_and_attention_read_as_sentences(site: Site, browser: Any) -> None:
+    """A run's wait, attention or error fills its Wait / attention cell as a sentence."""
+    sign_in(browser, site)
+    shown = browser.evaluate(
+        """() => {
+          const until = new Date(); until.setHours(15, 42, 0, 0);
+          const stats = {turns: 0, failed_turns: 0, tokens: {input: 0, output: 0, cached: 0, total: 0},
+                         cost_usd: 0, files: {read: 0, written: 0, deleted: 0}, tests: {runs: 0, passed: 0, failed: 0}};
+          const base = {agent: 'claude', state: 'running', phase: 'waiting', created_at: 1, current_turn: 3,
+                        last_activity: null, stats, wait: null, attention: null, error: null, last_seq: 1};
+          const runs = [
+            {...base, run_id: 'w', wait: {reason: 'rate_limited', until: until.getTime() / 1000, account: null}},
+            {...base, run_id: 'a', attention: {reason: 'no_progress', message: '5 turns without a change', at: 1}},
+            {...base, run_id: 'f', state: 'failed', error: {code: 'turn_failures', message: '3 turns failed'}},
+          ];
+          const table = window.codydDashboard.table;
+          runs.forEach((run) => table.put(run));
+          table.flush();
+          return runs.map((run) => document.querySelector(`#runs-body [data-run-id="${run.run_id}"] .c-wait`).textContent);
+        }"""
+    )
+    assert shown == [
+        "waiting for claude until 15:42 (rate limited)",
+        "needs attention (no progress): 5 turns without a change",
+        "turn_failures: 3 turns failed",
+    ]
+
+
+def test_anonymous_read_asks_only_for_the_control_token(
+    daemon_factory: Callable[..., Daemon], browser: Any
+) -> None:
+    """With http.anonymous_read the table shows without a token; a control still asks for one."""
+    port = free_port()
+    daemon = daemon_factory(
+        env={
+            "CODYD_HTTP_LISTEN": f"127.0.0.1:{port}",
+            "CODYD_HTTP__ANONYMOUS_READ": "true",
+            "CODYD_HTTP__CONTROL_TOKEN": CONTROL,
+        }
+    )
+    site = Site(daemon, port)
+    run_id = site.start(*agent("sleeper"))
+    browser.goto(f"{site.base}/#/runs/{run_id}")
+    wait_for(browser, TEXT_HAS, ["run-stats", "running"], "the run's stats without a token")
+    assert browser.is_hidden("#auth")
+    browser.click('#run-view button[data-action="cancel"]')
+    wait_for(browser, VISIBLE, "auth", "the form asking for the control token")
+    browser.click("#auth-cancel")
+    wait_for(browser, TEXT_HAS, ["control-status", "not sent"], "the cancel not sent")
+    assert site.state(run_id) == "running"
