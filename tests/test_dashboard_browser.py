@@ -187,9 +187,14 @@ def poll_api(predicate: Callable[[], bool], what: str, timeout_s: float = 5.0) -
         time.sleep(0.02)
 
 
-def sign_in(page: Any, site: Site) -> None:
+def sign_in(page: Any, site: Site, wrong_first: bool = False) -> None:
     page.goto(site.base + "/")
     wait_for(page, VISIBLE, "auth", "the form asking for the read token")
+    if wrong_first:
+        page.fill("#auth-token", "wrong-read-token")
+        page.click("#auth-use")
+        wait_for(page, TEXT_HAS, ["auth-error", "Refused (401 unauthorized"], "the read refused")
+        assert page.is_visible("#auth"), "a refused read token is asked for again"
     page.fill("#auth-token", READ)
     page.click("#auth-use")
     wait_for(page, "() => document.getElementById('link').dataset.state === 'live'", None,
@@ -198,7 +203,7 @@ def sign_in(page: Any, site: Site) -> None:
 
 def test_runs_appear_and_change_live(site: Site, browser: Any) -> None:
     """A new run shows within 1 s; a pause and a resume over the socket show as they happen."""
-    sign_in(browser, site)
+    sign_in(browser, site, wrong_first=True)
     run_id = site.start(*agent("sleeper"))
     wait_for(browser, ROW_SHOWN, run_id, f"the new run {run_id} within 1 s", timeout_s=1.0)
     wait_for(browser, ROW_STATE, [run_id, "running"], "the run running")

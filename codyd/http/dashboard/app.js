@@ -52,22 +52,28 @@ class ApiError extends Error {
   describe() { return `${this.status} ${this.code}: ${this.message}`; }
 }
 
-function headers(level, extra) {
-  const token = level === "control" ? tokens.get("control") : tokens.forRead();
+const tokenFor = (level) => (level === "control" ? tokens.get("control") : tokens.forRead());
+
+function headers(token, extra) {
   const all = { ...extra };
   if (token) all.Authorization = `Bearer ${token}`;
   return all;
 }
 
-async function failure(response) {
+// The error of a response; `token` is the one the request carried, so that a refusal
+// forgets that token and not one given since.
+async function failure(response, token) {
   const text = await response.text();
   let error = { message: text.slice(0, 300) || response.statusText };
   try { error = JSON.parse(text).error || error; } catch (_) { /* not JSON: keep the text */ }
-  return new ApiError(response.status, error);
+  const err = new ApiError(response.status, error);
+  err.token = token;
+  return err;
 }
 
 async function call(path, { method = "GET", body, level = "read", signal } = {}) {
-  const init = { method, headers: headers(level, { Accept: "application/json" }), signal };
+  const token = tokenFor(level);
+  const init = { method, headers: headers(token, { Accept: "application/json" }), signal };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -79,7 +85,7 @@ async function call(path, { method = "GET", body, level = "read", signal } = {})
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, { code: "unreachable", message: `codyd did not answer (${err.message})` });
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, token);
   return response.json();
 }
 
@@ -100,9 +106,10 @@ async function read(path, options = {}) {
 const asking = { level: null, promise: null, resolve: null, reject: null };
 
 function askToken(level, refusal, why) {
-  if (refusal && tokens.get(level)) tokens.clear(level);
-  if (level === "read" && refusal && tokens.get("control") && !tokens.get("read")) {
-    tokens.clear("control");
+  if (refusal) {
+    const stored = tokenFor(level);
+    if (stored && stored !== refusal.token) return Promise.resolve(); // a newer one: try it
+    if (stored) tokens.clear(tokens.get(level) === stored ? level : "control");
   }
   showAuth(level, refusal, why);
   if (asking.promise && asking.level === level) return asking.promise;
@@ -198,9 +205,10 @@ class EventFeed {
   }
 
   async once() {
-    const init = { headers: headers("read", { Accept: "text/event-stream" }), signal: this.abort.signal, cache: "no-store" };
+    const token = tokenFor("read");
+    const init = { headers: headers(token, { Accept: "text/event-stream" }), signal: this.abort.signal, cache: "no-store" };
     const response = await fetch(this.url(), init);
-    if (!response.ok) throw await failure(response);
+    if (!response.ok) throw await failure(response, token);
     this.handlers.state("live");
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
