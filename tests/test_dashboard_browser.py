@@ -244,7 +244,7 @@ def test_run_page_controls_with_the_control_token(site: Site, browser: Any) -> N
     wait_for(browser, TEXT_HAS, ["run-events", "turn_started"], "the run's events")
     wait_for(browser, TEXT_HAS, ["run-stats", "running"], "the stats")
 
-    browser.click('#run-view button[data-action="pause"]')
+    browser.click('#run-view button[data-action="pause"]:not([data-now])')
     wait_for(browser, VISIBLE, "auth", "the form asking for the control token")
     browser.fill("#auth-token", "not-the-token")
     browser.click("#auth-use")
@@ -273,6 +273,10 @@ def test_run_page_controls_with_the_control_token(site: Site, browser: Any) -> N
     browser.click('#run-view button[data-action="resume"]')
     poll_api(lambda: site.state(run_id) == "running", "the run resumed")
     assert browser.is_hidden("#auth")
+    wait_for(browser, TEXT_HAS, ["control-status", "resume: done"], "the resume done")
+    browser.click('#run-view button[data-action="pause"][data-now]')
+    poll_api(lambda: site.state(run_id) == "paused", "the run paused now (its turn stopped)")
+    wait_for(browser, TEXT_HAS, ["run-events", "run_paused"], "run_paused among the events")
 
     # say: the answer, or the API's error if codyd has no run.say, is shown.
     browser.fill("#say-text", "hello from the dashboard")

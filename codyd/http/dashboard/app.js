@@ -763,7 +763,9 @@ const page = {
       retry: state === "failed",
     };
     for (const button of document.querySelectorAll("#run-view [data-action]")) {
-      button.disabled = !allowed[button.dataset.action];
+      // A pause during a turn cannot be made "now" later (docs/protocol.md 5.6).
+      const now = button.dataset.now && state === "pausing";
+      button.disabled = !allowed[button.dataset.action] || Boolean(now);
     }
   },
 
@@ -898,7 +900,8 @@ const page = {
 
 function setupControls() {
   for (const button of document.querySelectorAll("#run-view [data-action]")) {
-    button.addEventListener("click", () => page.control(button.dataset.action));
+    const body = button.dataset.now ? { now: true } : {};
+    button.addEventListener("click", () => page.control(button.dataset.action, body));
   }
   $("say").addEventListener("submit", async (e) => {
     e.preventDefault();
