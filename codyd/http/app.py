@@ -41,6 +41,7 @@ from codyd.http.adapter import (
     to_json,
 )
 from codyd.http.metrics import CONTENT_TYPE, Metrics
+from codyd.http.static import Dashboard
 from codyd.http.streams import EventPage, EventStream, LogBytes
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class HttpApi:
         self.metrics = metrics
         self.http = daemon.config.http
         self.max_body = daemon.config.max_frame_bytes
+        self.dashboard = Dashboard()
 
     def app(self) -> Starlette:
         def route(
@@ -111,6 +113,9 @@ class HttpApi:
             route(f"{API}/runs/{{run_id}}/events", self.run_events, "GET"),
             route(f"{API}/runs/{{run_id}}/{{action}}", self.control, "POST"),
             route(f"{API}/events", self.all_events, "GET"),
+            # The dashboard: static files, no token (its API calls carry one).
+            route("/", self.dashboard.index, "GET"),
+            route("/dashboard/{name}", self.dashboard.asset, "GET"),
         ]
         return Starlette(
             routes=routes,
