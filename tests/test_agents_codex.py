@@ -333,6 +333,10 @@ def test_failed_and_declined_commands_read_nothing() -> None:
     ]
     assert adapter.parse_stdout(line({"type": "item.completed", "item": declined})).events == [
         ("command", {"command": "cat a.txt", "exit_code": None, "status": "declined"}),
+        (
+            "permission_denied",
+            {"tool": "shell", "path": None, "message": "codex declined to run: cat a.txt"},
+        ),
     ]
 
 

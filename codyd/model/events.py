@@ -59,6 +59,16 @@ EVENT_TYPES = (
             "custom",
         }
     )
+    | frozenset(
+        {
+            # What the agents' adapters read from their CLIs (docs/events.md §12).
+            "quota",
+            "permission_denied",
+            "tool_failed",
+            "agent_retry",
+            "context_compacted",
+        }
+    )
 )
 
 
