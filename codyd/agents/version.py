@@ -12,10 +12,14 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
+
+if TYPE_CHECKING:
+    from codyd.config import AgentConfig
 
 PROBE_TIMEOUT_S: Final = 10.0
 MAX_VERSION_CHARS: Final = 200
@@ -112,3 +116,21 @@ class AgentProbes:
 
 # One per daemon: every run of one binary shares what it said.
 PROBES: Final = AgentProbes()
+
+
+def describe_agents(agents: Mapping[str, AgentConfig]) -> Iterator[str]:
+    """One line per configured agent binary: its version, or a warning (``check-config``)."""
+    for name, agent in agents.items():
+        probe = probe_blocking(agent.bin)
+        known = ".".join(map(str, KNOWN_VERSIONS[name])) if name in KNOWN_VERSIONS else None
+        if not probe.found:
+            yield f"warning: agents.{name}.bin {agent.bin!r} is not found or not executable"
+        elif probe.version is None:
+            yield f"warning: agents.{name}: {agent.bin} --version printed no version"
+        elif older_than_known(name, probe):
+            yield (
+                f"warning: agents.{name}: {agent.bin} is {probe.version}, older than {known}: "
+                f"its tokens and cost count per_turn unless agents.{name}.usage says otherwise"
+            )
+        else:
+            yield f"agents.{name}: {agent.bin} {probe.version}"

@@ -4,6 +4,7 @@
 The environment it reads is described in fake_cli.py; `resume <id>` names the session.
 """
 
+import os
 import sys
 
 from fake_cli import run
@@ -20,4 +21,15 @@ def unknown(session: str) -> None:
     )
 
 
+def about(argv: list[str]) -> None:
+    """`--version` and `--help` as codex prints them (FAKE_AGENT_VERSION)."""
+    if argv == ["--version"]:
+        print(f"codex-cli {os.environ.get('FAKE_AGENT_VERSION', '0.171.0')}")
+        sys.exit(0)
+    if argv == ["--help"]:
+        print("Codex CLI\n\nUsage: codex [OPTIONS] [PROMPT]\n  exec  Run Codex non-interactively")
+        sys.exit(0)
+
+
+about(sys.argv[1:])
 run(resumed_session, unknown)
