@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +112,38 @@ def test_bad_agent_settings_name_their_key(
     assert f"config key '{key}'" in message
     assert expected in message
     assert "(from file " in message
+
+
+AGENTS = Path(__file__).parent / "agents"
+
+
+def test_check_config_names_versions_and_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each agent binary's version is shown; a missing or older one is a warning, not an error."""
+    config = tmp_path / "codyd.toml"
+    config.write_text(
+        f'[agents.codex]\nbin = "{AGENTS / "fake_codex.py"}"\n'
+        '[agents.claude]\nbin = "/nonexistent/claude"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODYD_")}
+    run = subprocess.run(
+        [sys.executable, "-m", "codyd", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**env, "FAKE_AGENT_VERSION": "0.150.2"},
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "warning: agents.codex:" in run.stderr and "0.150.2, older than 0.171.0" in run.stderr
+    assert "warning: agents.claude.bin '/nonexistent/claude' is not found" in run.stderr
+    current = subprocess.run(
+        [sys.executable, "-m", "codyd", "check-config", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert f"codyd: agents.codex: {AGENTS / 'fake_codex.py'} 0.171.0" in current.stderr
