@@ -593,3 +593,65 @@ def test_reconnect_noise_is_no_activity_for_the_stall_watchdog(tmp_path: Path) -
     assert "stall_detected" in [type_ for type_, _ in events]
     output.conclude(result)
     assert result.outcome == Outcome.UNAVAILABLE
+
+
+@pytest.mark.parametrize(
+    ("sentinel", "outcome", "resets_at"),
+    [
+        (
+            {"type": "rate_limited", "resets_at": 1800000000, "message": "5-hour limit"},
+            Outcome.RATE_LIMITED,
+            1800000000,
+        ),
+        ({"type": "auth_failed", "message": "token expired"}, Outcome.AUTH_FAILED, None),
+        ({"type": "context_exhausted"}, Outcome.CONTEXT_EXHAUSTED, None),
+    ],
+)
+def test_command_agent_reports_its_outcome_by_sentinel(
+    sentinel: dict[str, Any], outcome: Outcome, resets_at: float | None
+) -> None:
+    """A command agent's outcome sentinel decides its turn whatever the exit status; no event."""
+    events: list[Event] = []
+    from codyd.agents.command import CommandAdapter
+
+    settings = OutputSettings("command", None, PER_TURN, 1 << 16)
+    output = TurnOutput(
+        CommandAdapter(),
+        settings,
+        Notes(),
+        Redactor((), lambda t, d: events.append((t, d))),
+        lambda d: None,
+        lambda: None,
+        None,
+    )
+    output.feed("stdout", (json.dumps({"__cody_event__": sentinel}) + "\n").encode())
+    assert events == []
+    result = TurnResult(Outcome.OK, 0, 10)
+    output.conclude(result)
+    assert (result.outcome, result.resets_at, result.error_code) == (
+        outcome,
+        resets_at,
+        sentinel["type"],
+    )
+
+
+def test_a_bad_outcome_sentinel_is_custom() -> None:
+    """A rate_limited sentinel with a reset that is no number stays a custom event."""
+    events: list[Event] = []
+    from codyd.agents.command import CommandAdapter
+
+    output = TurnOutput(
+        CommandAdapter(),
+        OutputSettings("command", None, PER_TURN, 1 << 16),
+        Notes(),
+        Redactor((), lambda t, d: events.append((t, d))),
+        lambda d: None,
+        lambda: None,
+        None,
+    )
+    bad = {"__cody_event__": {"type": "rate_limited", "resets_at": "soon"}}
+    output.feed("stdout", (json.dumps(bad) + "\n").encode())
+    assert [type_ for type_, _ in events] == ["custom"]
+    result = TurnResult(Outcome.ERROR, 1, 10)
+    output.conclude(result)
+    assert result.outcome == Outcome.ERROR

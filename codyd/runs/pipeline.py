@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import trio
 
 from codyd.agents import Adapter, Parsed
+from codyd.agents.base import AgentReport
 from codyd.agents.usage import PER_TURN, UsageRules, estimated_cost, price_for
 from codyd.config import AgentConfig, Price, UsageRule
 from codyd.model.events import LIFECYCLE_TYPES
@@ -145,11 +146,16 @@ class SplitWarning:
 
 
 class Sentinels:
-    """A whole ``@@codyd`` line is its event and nothing else."""
+    """A whole ``@@codyd`` line is its event and nothing else.
+
+    ``rate_limited``, ``auth_failed`` and ``context_exhausted`` sentinels are no event: they
+    are the agent's own report of what stopped its turn (``report``, docs/agents.md §4.4).
+    """
 
     def __init__(self, emit: Emit, notes: RunNotes) -> None:
         self._emit = emit
         self._notes = notes
+        self.report: AgentReport | None = None
 
     def __call__(self, line: OutputLine) -> OutputLine | None:
         if line.split:
@@ -159,8 +165,39 @@ class Sentinels:
             return line
         if sentinel.type == "test_run_completed":
             self._notes.sentinel_tests = True
+        report = outcome_sentinel(sentinel.data) if sentinel.type == "custom" else None
+        if report is not None:
+            self.report = report
+            return None
         self._emit(sentinel.type, sentinel.data)
         return None
+
+
+_OUTCOME_SENTINELS: dict[str, Outcome] = {
+    "rate_limited": Outcome.RATE_LIMITED,
+    "auth_failed": Outcome.AUTH_FAILED,
+    "context_exhausted": Outcome.CONTEXT_EXHAUSTED,
+}
+
+
+def outcome_sentinel(data: dict[str, Any]) -> AgentReport | None:
+    """A ``rate_limited {resets_at, message}``, ``auth_failed {message}`` or
+    ``context_exhausted {}`` sentinel as the agent's report; None for any other (or a bad one).
+    """
+    outcome = _OUTCOME_SENTINELS.get(data.get("type"))  # type: ignore[arg-type]
+    if outcome is None:
+        return None
+    message, resets_at = data.get("message"), data.get("resets_at")
+    if message is not None and not isinstance(message, str):
+        return None
+    if resets_at is not None and (
+        isinstance(resets_at, bool) or not isinstance(resets_at, int | float) or resets_at < 0
+    ):
+        return None
+    if outcome != Outcome.RATE_LIMITED:
+        resets_at = None
+    text = message or f"the agent reported {data['type']}"
+    return AgentReport(outcome, text[:4096], data["type"], resets_at)
 
 
 class Sessions:
@@ -474,9 +511,10 @@ class TurnOutput:
         self.adapter_events = AdapterEvents(adapter, emit, notes, self.sessions, usage)
         self.test_summaries = TestSummaries(emit, notes)
         self.pump = OutputPump(emit.text, append_output)
+        self.sentinels = Sentinels(emit, notes)
         processors: list[Processor] = [
             SplitWarning(emit, settings.max_line_bytes),
-            Sentinels(emit, notes),
+            self.sentinels,
             self.adapter_events,
             self.test_summaries,
         ]
@@ -502,7 +540,7 @@ class TurnOutput:
     def conclude(self, result: TurnResult) -> None:
         """The agent's last word on its turn: an error it reported, a session it lost."""
         if result.outcome in (Outcome.OK, Outcome.ERROR, Outcome.STALLED):
-            report = self._adapter.finish(result.exit_code)
+            report = self.sentinels.report or self._adapter.finish(result.exit_code)
             stalled = result.outcome == Outcome.STALLED
             if report is not None and (not stalled or report.outcome in STALL_EXPLAINED):
                 result.outcome, result.error_message = report.outcome, report.message
