@@ -1,4 +1,4 @@
-"""What every agent adapter provides (docs/agents.md §8).
+"""What every agent adapter provides (docs/agents.md §9).
 
 A new adapter object reads each turn: it may keep state across the lines of one
 turn (items in progress, message ids already counted), never across turns.

@@ -1,4 +1,4 @@
-"""Which release of an agent CLI is installed, and what it can do (docs/agents.md §5).
+"""Which release of an agent CLI is installed, and what it can do (docs/agents.md §2.3).
 
 ``<bin> --version`` and ``<bin> --help`` are run once per binary, in a worker thread with a
 timeout, and remembered until the file changes (an upgrade is read again). The version
