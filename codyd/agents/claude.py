@@ -37,12 +37,20 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from codyd.agents.base import AgentReport, Parsed
+from codyd.agents.claude_outcomes import (
+    Trouble,
+    api_status,
+    assistant_report,
+    result_report,
+    result_text,
+    retry_report,
+)
 from codyd.agents.jsonline import MAX_INT, count, load_object, plain, str_or_none
-from codyd.agents.reports import outcome_of_status, read_message, shorten
+from codyd.agents.reports import shorten
 from codyd.agents.shell import is_test_command, looks_like_file, summaries_in
 from codyd.config import AgentConfig
 from codyd.model.state import Outcome
@@ -58,20 +66,6 @@ _DENIED_RE = re.compile(
     r"|denied by|not allowed to|blocked by (?:the )?(?:sandbox|permission)"
 )
 _WRITERS: Final = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
-# assistant.error values and what each means (docs/agents.md §4.1).
-_ASSISTANT_ERRORS: Final = {
-    "authentication_failed": Outcome.AUTH_FAILED,
-    "billing_error": Outcome.AUTH_FAILED,
-    "rate_limit": Outcome.RATE_LIMITED,
-    "server_error": Outcome.UNAVAILABLE,
-}
-
-# result.terminal_reason values that name the outcome (others: completed, api_error, ...).
-_TERMINAL_REASONS: Final = {
-    "prompt_too_long": Outcome.CONTEXT_EXHAUSTED,
-    "context_window_exceeded": Outcome.CONTEXT_EXHAUSTED,
-    "rate_limited": Outcome.RATE_LIMITED,
-}
 
 
 @dataclass(slots=True)
@@ -81,37 +75,6 @@ class _ToolCall:
     writes: bool = False
     command: str | None = None  # Bash only
     is_test: bool = False
-
-
-@dataclass(slots=True)
-class _Trouble:
-    """What went wrong in the turn so far, read from the structured fields."""
-
-    assistant_error: str | None = None  # assistant.error
-    assistant_text: str = ""
-    assistant_status: int | None = None
-    rejected_until: float | None = None  # a rate_limit_event rejected the turn
-    rejected: bool = False
-    retry: dict[str, Any] | None = None  # the last api_retry, while nothing else followed
-    denied_ids: set[str] = field(default_factory=set)
-
-
-def _result_text(content: Any) -> str:
-    """The text of a ``tool_result`` content: a string or a list of text blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [str_or_none(block.get("text")) for block in content if isinstance(block, dict)]
-        return "\n".join(part for part in parts if part is not None)
-    return ""
-
-
-def _status(value: Any) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-        return value
-    if isinstance(value, str) and value.isdigit() and 100 <= int(value) <= 599:
-        return int(value)
-    return None
 
 
 def _number(value: Any) -> float | None:
@@ -132,7 +95,7 @@ class ClaudeAdapter:
         self._result_seen = False
         self._succeeded = False  # the last result was not an error
         self._error: AgentReport | None = None
-        self._trouble = _Trouble()
+        self._trouble = Trouble()
 
     def argv(
         self,
@@ -197,9 +160,9 @@ class ClaudeAdapter:
                 resets_at=trouble.rejected_until,
             )
         if trouble.assistant_error is not None:
-            return _assistant_report(trouble)
+            return assistant_report(trouble)
         if trouble.retry is not None:
-            return _retry_report(trouble.retry)
+            return retry_report(trouble.retry)
         if not self._result_seen and exit_code == 0:
             return AgentReport(Outcome.ERROR, NO_RESULT)
         return None
@@ -214,7 +177,7 @@ class ClaudeAdapter:
             retry = {
                 "attempt": count(event.get("attempt")),
                 "delay_ms": count(event.get("retry_delay_ms")),
-                "error_status": _status(event.get("error_status")),
+                "error_status": api_status(event.get("error_status")),
                 "error": str_or_none(event.get("error")),
             }
             parsed.events.append(("agent_retry", retry))
@@ -281,8 +244,8 @@ class ClaudeAdapter:
             return
         trouble = self._trouble
         trouble.assistant_error = error
-        trouble.assistant_text = _result_text(message.get("content"))
-        trouble.assistant_status = _status(event.get("api_error_status"))
+        trouble.assistant_text = result_text(message.get("content"))
+        trouble.assistant_status = api_status(event.get("api_error_status"))
 
     def _tool_use(self, block: dict[str, Any], parsed: Parsed) -> None:
         tool_id = str_or_none(block.get("id"))
@@ -326,7 +289,7 @@ class ClaudeAdapter:
     def _tool_result(
         self, tool_id: str, call: _ToolCall, block: dict[str, Any], denied: bool, parsed: Parsed
     ) -> None:
-        output = _result_text(block.get("content"))
+        output = result_text(block.get("content"))
         failed = block.get("is_error") is True
         if call.command is not None:
             self._bash_result(call, output, failed, parsed)
@@ -383,7 +346,7 @@ class ClaudeAdapter:
         self._denials(event.get("permission_denials"), parsed)
         failed = event.get("is_error") is True
         self._succeeded = not failed
-        self._error = _result_report(event, self._trouble) if failed else None
+        self._error = result_report(event, self._trouble) if failed else None
         if self._error is not None and UNKNOWN_SESSION_RE.search(self._error.message):
             parsed.resume_failed = True
         else:
@@ -453,67 +416,3 @@ def _tokens(event: dict[str, Any]) -> dict[str, int] | None:
     created = count(usage.get("cache_creation_input_tokens"))
     total = min(fresh + created + cached, MAX_INT)
     return {"input": total, "output": count(usage.get("output_tokens")), "cached": cached}
-
-
-def _result_text_of(event: dict[str, Any]) -> str:
-    """``<subtype>: <errors joined by "; ">``, else the result text, else the subtype."""
-    subtype = str_or_none(event.get("subtype"))
-    errors = event.get("errors")
-    messages = (
-        [error for error in errors if isinstance(error, str)] if isinstance(errors, list) else []
-    )
-    if messages:
-        joined = "; ".join(messages)
-        return f"{subtype}: {joined}" if subtype else joined
-    return str_or_none(event.get("result")) or subtype or "claude reported an error"
-
-
-def _result_report(event: dict[str, Any], trouble: _Trouble) -> AgentReport:
-    """A failed result: its status, then the assistant's error, then its words decide."""
-    text = shorten(_result_text_of(event))
-    subtype = str_or_none(event.get("subtype"))
-    status = _status(event.get("api_error_status")) or trouble.assistant_status
-    code = str(status) if status is not None else None
-    if subtype is not None and subtype.startswith("error_"):
-        code = subtype  # error_max_turns, error_max_budget_usd, error_during_execution
-    terminal = str_or_none(event.get("terminal_reason"))
-    code = code or str_or_none(event.get("api_error")) or trouble.assistant_error
-    code = code or (terminal if terminal not in (None, "completed", "api_error") else None)
-    if trouble.rejected:
-        return AgentReport(
-            Outcome.RATE_LIMITED, text, code or "rate_limit_rejected", trouble.rejected_until
-        )
-    outcome = outcome_of_status(status)
-    if outcome is None and trouble.assistant_error in _ASSISTANT_ERRORS:
-        outcome = _ASSISTANT_ERRORS[trouble.assistant_error]
-    if outcome is None and str_or_none(event.get("api_error")) == "connection_failed":
-        outcome = Outcome.UNAVAILABLE
-    if outcome is None and terminal is not None:
-        outcome = _TERMINAL_REASONS.get(terminal)
-    reading = read_message(text) if subtype in (None, "success", "error_during_execution") else None
-    if outcome is None and reading is not None:
-        outcome = reading.outcome
-    resets_at = reading.resets_at if reading is not None else None
-    return AgentReport(outcome or Outcome.ERROR, text, code, resets_at)
-
-
-def _assistant_report(trouble: _Trouble) -> AgentReport:
-    """No result came, but the assistant line said what went wrong."""
-    error = trouble.assistant_error or "error"
-    text = shorten(trouble.assistant_text or error)
-    outcome = outcome_of_status(trouble.assistant_status) or _ASSISTANT_ERRORS.get(error)
-    reading = read_message(text)
-    if outcome is None and reading is not None:
-        outcome = reading.outcome
-    resets_at = reading.resets_at if reading is not None else None
-    return AgentReport(outcome or Outcome.ERROR, text, error, resets_at)
-
-
-def _retry_report(retry: dict[str, Any]) -> AgentReport:
-    """The turn ended while claude was still retrying its API: what it was retrying decides."""
-    status = retry["error_status"]
-    error = retry["error"] or "unknown"
-    outcome = outcome_of_status(status) or _ASSISTANT_ERRORS.get(error) or Outcome.UNAVAILABLE
-    message = f"claude was still retrying its API (attempt {retry['attempt']}, error {error}"
-    message += f", status {status})" if status is not None else ")"
-    return AgentReport(outcome, message, str(status) if status is not None else error)

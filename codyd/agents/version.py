@@ -104,12 +104,13 @@ class AgentProbes:
         self._known: dict[tuple[str, int], AgentProbe] = {}
 
     async def probe(self, binary: str) -> AgentProbe:
-        identity = await trio.to_thread.run_sync(_identity, binary)
+        # A cancellation (shutdown) leaves the thread behind: its commands end by their timeout.
+        identity = await trio.to_thread.run_sync(_identity, binary, abandon_on_cancel=True)
         if identity is None:
             return AgentProbe(found=False)
         known = self._known.get(identity)
         if known is None:
-            known = await trio.to_thread.run_sync(probe_blocking, binary)
+            known = await trio.to_thread.run_sync(probe_blocking, binary, abandon_on_cancel=True)
             self._known[identity] = known
         return known
 
