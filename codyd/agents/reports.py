@@ -52,9 +52,10 @@ _CLOCK_RE = re.compile(
     r"(?:\s*\(([A-Za-z_]+/[A-Za-z_/+-]+|UTC)\))?"
 )
 # "try again in 2 hours 5 minutes", "resets in 30m", "in 45 seconds".
+_UNIT = r"(?:days?|d|hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)\b"
+_SPAN_JOIN = r"(?:\s*,\s*|\s+and\s+|\s+)"
 _IN_RE = re.compile(
-    r"(?i)(?:try again|resets?|retry) in\s+((?:\d+\s*(?:days?|d|hours?|hrs?|h|minutes?|mins?|m"
-    r"|seconds?|secs?|s)\b[\s,and]*)+)"
+    rf"(?i)(?:try again|resets?|retry) in\s+(\d+\s*{_UNIT}(?:{_SPAN_JOIN}\d+\s*{_UNIT})*)"
 )
 _SPAN_RE = re.compile(r"(?i)(\d+)\s*(d|h|m|s)")
 _STATUS_RE = re.compile(
