@@ -127,7 +127,7 @@ class TurnRunner:
         probe = await self._probe()
         if probe is not None:
             output.use_usage_rules(rules_for(spec.agent, self._agent_config, probe))
-            plan.argv = argv = self._argv_with_budget(adapter, session, probe) or argv
+            plan.argv = self._argv_with_budget(adapter, session, probe) or plan.argv
         # Off the event loop: the prompt and context files are the workspace's, on any disk.
         prompt = await trio.to_thread.run_sync(read_prompt, spec)
         if isinstance(prompt, TurnResult):
@@ -157,6 +157,8 @@ class TurnRunner:
         limit, agent = self.spec.budget.max_cost_usd, self._agent_config
         if self.spec.agent != "claude" or limit is None or agent is None or not agent.budget_flag:
             return None
+        if not probe.found:
+            return None  # the turn cannot start: spawn_failed says why
         if not probe.supports("--max-budget-usd"):
             if self._budget_flag_missing:
                 return None
