@@ -437,6 +437,21 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
     "test_run_completed": {"passed": (int,), "failed": (int,), "skipped": (int,), "runner": (str,)},
     "token_usage": {"input": (int,), "output": (int,), "cached": (int,)},
     "cost": {"usd": (float,)},
+    "permission_denied": {"tool": (str,), "path": (str, type(None)), "message": (str,)},
+    "tool_failed": {"tool": (str,), "message": (str,)},
+    "agent_retry": {
+        "attempt": (int,),
+        "delay_ms": (int,),
+        "error_status": (int, type(None)),
+        "error": (str, type(None)),
+    },
+    "context_compacted": {},
+    "quota": {
+        "status": (str, type(None)),
+        "resets_at": (float, type(None)),
+        "utilization": (float, type(None)),
+        "kind": (str, type(None)),
+    },
 }
 
 tool_ids = st.sampled_from(["t1", "t2"]) | json_values
@@ -481,11 +496,27 @@ messages = st.fixed_dictionaries(
 )
 events = st.fixed_dictionaries(
     {
-        "type": st.sampled_from(["system", "assistant", "user", "result", "stream_event"])
+        "type": st.sampled_from(
+            ["system", "assistant", "user", "result", "stream_event", "rate_limit_event"]
+        )
         | json_values
     },
     optional={
-        "subtype": st.sampled_from(["init", "success", "error_max_turns"]) | json_values,
+        "subtype": st.sampled_from(
+            ["init", "success", "error_max_turns", "api_retry", "compact_boundary"]
+        )
+        | json_values,
+        "attempt": json_values,
+        "retry_delay_ms": json_values,
+        "error_status": st.sampled_from([401, 429, 529, None]) | json_values,
+        "error": st.sampled_from(["authentication_failed", "rate_limit"]) | json_values,
+        "permission_denials": json_values,
+        "modelUsage": json_values,
+        "rate_limit_info": st.fixed_dictionaries(
+            {"status": st.sampled_from(["allowed", "rejected"]) | json_values},
+            optional={"resetsAt": json_values, "utilization": json_values},
+        )
+        | json_values,
         "session_id": json_values,
         "message": messages | json_values,
         "parent_tool_use_id": json_values,

@@ -485,6 +485,14 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
     "test_run_completed": {"passed": (int,), "failed": (int,), "skipped": (int,), "runner": (str,)},
     "token_usage": {"input": (int,), "output": (int,), "cached": (int,)},
     "warning": {"message": (str,)},
+    "permission_denied": {"tool": (str,), "path": (type(None),), "message": (str,)},
+    "tool_failed": {"tool": (str,), "message": (str,)},
+    "quota": {
+        "status": (str,),
+        "resets_at": (float, type(None)),
+        "utilization": (type(None),),
+        "kind": (type(None),),
+    },
 }
 
 commands = st.sampled_from(
