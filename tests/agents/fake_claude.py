@@ -2,6 +2,8 @@
 """A stand-in for `claude -p --output-format stream-json`: replays a transcript as stdout.
 
 The environment it reads is described in fake_cli.py; `--resume=<id>` names the session.
+`--version` prints FAKE_AGENT_VERSION (default 2.1.332), `--help` FAKE_AGENT_HELP
+(default: a help naming --max-budget-usd).
 """
 
 import json

@@ -2,6 +2,7 @@
 """A stand-in for `codex exec --json`: replays a JSONL transcript as one turn's stdout.
 
 The environment it reads is described in fake_cli.py; `resume <id>` names the session.
+`--version` prints `codex-cli <FAKE_AGENT_VERSION>` (default 0.171.0).
 """
 
 import os
