@@ -131,9 +131,13 @@ def _startup_failure(exc: BaseException) -> Exception | None:
 @main.command("check-config")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML config file.")
 def check_config(config_file: Path | None) -> None:
-    """Validate the configuration and print it as JSON."""
+    """Validate the configuration and print it as JSON; say which agent CLIs are installed."""
     config = _load(config_file, {})
     click.echo(json.dumps(config.summary(), indent=2, default=str))
+    from codyd.agents.version import describe_agents
+
+    for line in describe_agents(config.agents):
+        click.echo(f"codyd: {line}", err=True)
 
 
 @main.command()

@@ -211,17 +211,108 @@ def _table(cls: type[Any]) -> dict[str, Any]:
     return {"table": cls}
 
 
+USAGE_RULES = ("per_turn", "session_total", "max_result")
+UsageRule = Literal["per_turn", "session_total", "max_result"]
+# What an unattended turn may do by default (docs/agents.md, "Unattended defaults").
+DEFAULT_AGENT_ARGS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "codex": ("--sandbox", "workspace-write"),
+        "claude": ("--permission-mode", "acceptEdits"),
+    }
+)
+
+
+_MISSING = object()  # a required key of a table-valued setting that was not given
+
+
+class _SubkeyMismatch(_Mismatch):
+    """A mismatch inside a table-valued setting: ``subkey`` is the dotted path below it."""
+
+    def __init__(self, subkey: str, expected: str, given: Any) -> None:
+        super().__init__(expected)
+        self.subkey = subkey
+        self.given = given
+
+
+@dataclass(frozen=True, slots=True)
+class UsageConfig:
+    """How an agent's reports of each figure are counted; None: the rule for its version."""
+
+    tokens: UsageRule | None = None
+    cost: UsageRule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per million tokens of one model (``agents.codex.prices``)."""
+
+    input: float
+    cached: float
+    output: float
+
+
+def _usage(value: Any) -> UsageConfig:
+    """``"per_turn"`` (both figures), or ``{tokens = ..., cost = ...}`` (each optional)."""
+    expected_rule = "one of " + ", ".join(repr(rule) for rule in USAGE_RULES)
+    if isinstance(value, str):
+        if value not in USAGE_RULES:
+            raise _Mismatch(expected_rule + ', or a table {tokens = "...", cost = "..."}')
+        return UsageConfig(tokens=value, cost=value)  # type: ignore[arg-type]
+    if not isinstance(value, dict):
+        raise _Mismatch(expected_rule + ', or a table {tokens = "...", cost = "..."}')
+    for key, rule in value.items():
+        if key not in ("tokens", "cost"):
+            raise _SubkeyMismatch(key, "no such key (known: tokens, cost)", rule)
+        if rule not in USAGE_RULES:
+            raise _SubkeyMismatch(key, expected_rule, rule)
+    return UsageConfig(tokens=value.get("tokens"), cost=value.get("cost"))
+
+
+def _prices(value: Any) -> Mapping[str, Price]:
+    """``{"<model>" = {input, cached, output}}``: USD per 1M tokens, each >= 0."""
+    if not isinstance(value, dict):
+        raise _Mismatch(
+            'a table of models, e.g. {"*" = {input = 1.25, cached = 0.125, output = 10}}'
+        )
+    prices: dict[str, Price] = {}
+    for model, table in value.items():
+        if not isinstance(table, dict):
+            raise _SubkeyMismatch(model, "a table {input, cached, output}", table)
+        for key in table:
+            if key not in ("input", "cached", "output"):
+                raise _SubkeyMismatch(
+                    f"{model}.{key}", "no such key (known: input, cached, output)", table[key]
+                )
+        figures: dict[str, float] = {}
+        for key in ("input", "cached", "output"):
+            if key not in table:
+                raise _SubkeyMismatch(f"{model}.{key}", "a price in USD per 1M tokens", _MISSING)
+            if not is_number_above(table[key], 0, inclusive=True):
+                raise _SubkeyMismatch(
+                    f"{model}.{key}", "a number >= 0 (USD per 1M tokens)", table[key]
+                )
+            figures[key] = float(table[key])
+        prices[model] = Price(**figures)
+    return MappingProxyType(prices)
+
+
+def _no_prices() -> Mapping[str, Price]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    """How to start one agent CLI and how it reports token usage."""
+    """How to start one agent CLI and how its reports of tokens and cost are counted."""
 
     bin: str = field(metadata=_setting(_nonempty, verbatim=True))
     args: tuple[str, ...] = field(
         default=(), metadata=_setting(_list_of(_string, "a list of strings"))
     )
-    usage: Literal["per_turn", "session_total"] = field(
-        default="per_turn", metadata=_setting(_choice("per_turn", "session_total"), verbatim=True)
-    )
+    usage: UsageConfig = field(default=UsageConfig(), metadata=_setting(_usage))
+    # codex: what its tokens cost, for cost events and budget.max_cost_usd (claude reports cost).
+    prices: Mapping[str, Price] = field(default_factory=_no_prices, metadata=_setting(_prices))
+    # claude: pass --max-budget-usd <remaining> to runs with budget.max_cost_usd.
+    budget_flag: bool = field(default=True, metadata=_setting(_bool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +411,9 @@ def default_node() -> str:
 
 
 def _default_agents() -> Mapping[str, AgentConfig]:
-    return MappingProxyType({name: AgentConfig(bin=name) for name in AGENT_NAMES})
+    return MappingProxyType(
+        {name: AgentConfig(bin=name, args=DEFAULT_AGENT_ARGS[name]) for name in AGENT_NAMES}
+    )
 
 
 def _no_defaults() -> Mapping[str, Any]:
@@ -409,7 +502,16 @@ def _plain(value: Any) -> Any:
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):
         return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, AgentConfig | EventRetention | RedisMaxlen | HttpConfig | WebhookConfig):
+    if isinstance(
+        value,
+        AgentConfig
+        | EventRetention
+        | RedisMaxlen
+        | HttpConfig
+        | WebhookConfig
+        | UsageConfig
+        | Price,
+    ):
         return {item.name.rstrip("_"): _plain(getattr(value, item.name)) for item in fields(value)}
     return value
 
@@ -623,6 +725,12 @@ def _gather_flags(leaves: Leaves, flags: Mapping[str, Any], problems: list[Confi
 def _checked(path: KeyPath, given: _Given) -> Any:
     try:
         return _KEYS[path].check(given.value)
+    except _SubkeyMismatch as exc:
+        raise ConfigError(
+            f"config key '{_dotted(path)}.{exc.subkey}': expected {exc.expected}, "
+            f"got {'nothing' if exc.given is _MISSING else _toml_repr(exc.given)} "
+            f"(from {given.source})"
+        ) from None
     except _Mismatch as exc:
         shown = given.value
         if path == ("redis_url",) and isinstance(shown, str):
@@ -752,7 +860,19 @@ def _build(leaves: Leaves, env: Mapping[str, str], problems: list[ConfigError]) 
     def table(*prefix: str) -> dict[str, Any]:
         return {path[-1]: value for path, value in values.items() if path[:-1] == prefix}
 
-    agents = {name: AgentConfig(**{"bin": name, **table("agents", name)}) for name in AGENT_NAMES}
+    agents = {
+        name: AgentConfig(
+            **{"bin": name, "args": DEFAULT_AGENT_ARGS[name], **table("agents", name)}
+        )
+        for name in AGENT_NAMES
+    }
+    if agents["claude"].prices:
+        problems.append(
+            ConfigError(
+                "config key 'agents.claude.prices': claude reports its own cost; "
+                f"prices apply to codex only (from {leaves[('agents', 'claude', 'prices')].source})"
+            )
+        )
     maxlen = {
         key.replace("global", "global_"): value for key, value in table("redis_maxlen").items()
     }

@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from codyd.agents.base import Adapter, Parsed
+from codyd.agents.usage import PER_TURN
 from codyd.protocol import pack, unpack_body
 from codyd.runs.pipeline import OutputSettings, Redactor, TurnOutput
 
@@ -37,7 +38,7 @@ def replay(adapter: Adapter, lines: list[str]) -> list[Event]:
     """Every event the run's output pipeline makes of the lines as stdout (each one consumed)."""
     events: list[Event] = []
     settings = OutputSettings(
-        agent=adapter.name, completion_pattern=None, session_totals=False, max_line_bytes=1 << 20
+        agent=adapter.name, completion_pattern=None, usage=PER_TURN, max_line_bytes=1 << 20
     )
     output = TurnOutput(
         adapter,

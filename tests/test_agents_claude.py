@@ -98,13 +98,22 @@ def test_success_transcript() -> None:
     adapter = ClaudeAdapter()
     events = replay(adapter, transcript("claude-stream.jsonl"))
     assert [type_ for type_, _ in events] == [
-        "session_started", "message", "tool_call", "file_read", "tool_call", "file_written",
+        "session_started", "quota", "message", "tool_call", "file_read", "tool_call", "file_written",
         "tool_call", "file_written", "tool_call", "test_run_started", "command",
         "test_run_completed", "message", "token_usage", "cost",
     ]  # fmt: skip
     by_type = [(type_, data) for type_, data in events if type_ != "tool_call"]
     assert by_type == [
         ("session_started", {"session_id": SESSION}),
+        (
+            "quota",
+            {
+                "status": "allowed",
+                "resets_at": 1763787600.0,
+                "utilization": None,
+                "kind": "five_hour",
+            },
+        ),
         ("message", {"role": "assistant", "text": "Let me read divide() first."}),
         ("file_read", {"path": f"{WS}/src/calc/ops.py"}),
         ("file_written", {"path": f"{WS}/src/calc/ops.py"}),
@@ -119,7 +128,8 @@ def test_success_transcript() -> None:
                 "text": 'divide() in src/calc/ops.py now raises CalcError("division by zero") for b == 0, and tests/test_errors.py adds two regression tests. python -m pytest -q: 8 passed.',
             },
         ),
-        ("token_usage", {"input": 106894, "output": 1075, "cached": 96066}),
+        # modelUsage: the main model and the haiku side-call (612 input, 38 output tokens)
+        ("token_usage", {"input": 107506, "output": 1113, "cached": 96066}),
         ("cost", {"usd": 0.0863458}),
     ]
     calls = [data for type_, data in events if type_ == "tool_call"]
@@ -183,10 +193,7 @@ def test_unknown_session_transcript() -> None:
     [parsed] = [adapter.parse_stdout(text) for text in transcript("claude-unknown-session.jsonl")]
     assert parsed.resume_failed
     assert parsed.session_id is None
-    assert parsed.events == [
-        ("token_usage", {"input": 0, "output": 0, "cached": 0}),
-        ("cost", {"usd": 0.0}),
-    ]
+    assert parsed.events == [("cost", {"usd": 0.0})]  # an empty modelUsage reports no tokens
     assert (
         adapter.finish(1).message
         == "error_during_execution: No conversation found with session ID: 6f1e2d3c-4b5a-4968-8776-5a4b3c2d1e0f"
@@ -251,8 +258,7 @@ def test_usage_repeated_on_frames_is_never_counted() -> None:
                 "delta": {"type": "text_delta", "text": "Hel"},
             },
         },
-        {"type": "rate_limit_event", "rate_limit_info": {"status": "allowed"}},
-        {"type": "system", "subtype": "compact_boundary", "session_id": SESSION},
+        {"type": "rate_limit_event", "rate_limit_info": "not a map"},
         {"type": "system", "subtype": "hook_response", "hook_name": "SessionStart"},
         {"type": "control_request", "request_id": "r1", "request": {"subtype": "can_use_tool"}},
         {
@@ -271,7 +277,7 @@ def test_usage_repeated_on_frames_is_never_counted() -> None:
     ],
 )
 def test_ignored_lines_are_consumed_without_events(value: dict[str, Any]) -> None:
-    """Replays, partial-message events, rate limits, other system lines and unknown blocks are consumed quietly."""
+    """Replays, partial-message events, other system lines and unknown blocks are consumed quietly."""
     assert ClaudeAdapter().parse_stdout(line(value)) == Parsed(consumed=True)
 
 
@@ -284,7 +290,7 @@ def test_non_object_stdout_is_output(text: str) -> None:
 
 
 def test_writers_and_readers() -> None:
-    """Write, Edit, MultiEdit and NotebookEdit write; Read reads; Grep on a file reads it."""
+    """Write, Edit, MultiEdit and NotebookEdit write; Read reads; Grep on a file reads it: once the tool succeeded."""
     adapter = ClaudeAdapter()
     frame = assistant(
         tool_use("t1", "MultiEdit", file_path="/w/a.py", edits=[]),
@@ -293,7 +299,10 @@ def test_writers_and_readers() -> None:
         tool_use("t4", "Grep", pattern="divide", path="src"),
         tool_use("t5", "Read", file_path=7),
     )
-    events = [event for event in adapter.parse_stdout(frame).events if event[0] != "tool_call"]
+    assert [event[0] for event in adapter.parse_stdout(frame).events] == ["tool_call"] * 5
+    events = []
+    for tool_id in ("t1", "t2", "t3", "t4", "t5"):
+        events += adapter.parse_stdout(tool_result(tool_id, "ok")).events
     assert events == [
         ("file_written", {"path": "/w/a.py"}),
         ("file_written", {"path": "/w/n.ipynb"}),
@@ -305,8 +314,12 @@ def test_repeated_tool_use_counts_once() -> None:
     """The same tool_use id seen twice is reported once."""
     adapter = ClaudeAdapter()
     frame = assistant(tool_use("t1", "Write", file_path="/w/a.py", content=""))
-    assert len(adapter.parse_stdout(frame).events) == 2
+    assert len(adapter.parse_stdout(frame).events) == 1
     assert adapter.parse_stdout(frame).events == []
+    assert adapter.parse_stdout(tool_result("t1", "done")).events == [
+        ("file_written", {"path": "/w/a.py"})
+    ]
+    assert adapter.parse_stdout(tool_result("t1", "done")).events == []
 
 
 def test_bash_results() -> None:
@@ -424,6 +437,21 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
     "test_run_completed": {"passed": (int,), "failed": (int,), "skipped": (int,), "runner": (str,)},
     "token_usage": {"input": (int,), "output": (int,), "cached": (int,)},
     "cost": {"usd": (float,)},
+    "permission_denied": {"tool": (str,), "path": (str, type(None)), "message": (str,)},
+    "tool_failed": {"tool": (str,), "message": (str,)},
+    "agent_retry": {
+        "attempt": (int,),
+        "delay_ms": (int,),
+        "error_status": (int, type(None)),
+        "error": (str, type(None)),
+    },
+    "context_compacted": {},
+    "quota": {
+        "status": (str, type(None)),
+        "resets_at": (float, type(None)),
+        "utilization": (float, type(None)),
+        "kind": (str, type(None)),
+    },
 }
 
 tool_ids = st.sampled_from(["t1", "t2"]) | json_values
@@ -468,11 +496,27 @@ messages = st.fixed_dictionaries(
 )
 events = st.fixed_dictionaries(
     {
-        "type": st.sampled_from(["system", "assistant", "user", "result", "stream_event"])
+        "type": st.sampled_from(
+            ["system", "assistant", "user", "result", "stream_event", "rate_limit_event"]
+        )
         | json_values
     },
     optional={
-        "subtype": st.sampled_from(["init", "success", "error_max_turns"]) | json_values,
+        "subtype": st.sampled_from(
+            ["init", "success", "error_max_turns", "api_retry", "compact_boundary"]
+        )
+        | json_values,
+        "attempt": json_values,
+        "retry_delay_ms": json_values,
+        "error_status": st.sampled_from([401, 429, 529, None]) | json_values,
+        "error": st.sampled_from(["authentication_failed", "rate_limit"]) | json_values,
+        "permission_denials": json_values,
+        "modelUsage": json_values,
+        "rate_limit_info": st.fixed_dictionaries(
+            {"status": st.sampled_from(["allowed", "rejected"]) | json_values},
+            optional={"resetsAt": json_values, "utilization": json_values},
+        )
+        | json_values,
         "session_id": json_values,
         "message": messages | json_values,
         "parent_tool_use_id": json_values,

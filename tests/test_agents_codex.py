@@ -333,6 +333,10 @@ def test_failed_and_declined_commands_read_nothing() -> None:
     ]
     assert adapter.parse_stdout(line({"type": "item.completed", "item": declined})).events == [
         ("command", {"command": "cat a.txt", "exit_code": None, "status": "declined"}),
+        (
+            "permission_denied",
+            {"tool": "shell", "path": None, "message": "codex declined to run: cat a.txt"},
+        ),
     ]
 
 
@@ -481,6 +485,14 @@ SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
     "test_run_completed": {"passed": (int,), "failed": (int,), "skipped": (int,), "runner": (str,)},
     "token_usage": {"input": (int,), "output": (int,), "cached": (int,)},
     "warning": {"message": (str,)},
+    "permission_denied": {"tool": (str,), "path": (type(None),), "message": (str,)},
+    "tool_failed": {"tool": (str,), "message": (str,)},
+    "quota": {
+        "status": (str,),
+        "resets_at": (float, type(None)),
+        "utilization": (type(None),),
+        "kind": (type(None),),
+    },
 }
 
 commands = st.sampled_from(

@@ -16,6 +16,7 @@ from codyd.config import (
     ConfigError,
     EventRetention,
     RedisMaxlen,
+    UsageConfig,
     default_socket_path,
     default_state_dir,
     load_config,
@@ -69,8 +70,8 @@ def test_every_default_when_nothing_is_given(tmp_path: Path) -> None:
     assert config.allowed_groups == ()
     assert config.workspace_roots == ()
     assert dict(config.agents) == {
-        "codex": AgentConfig(bin="codex", args=(), usage="per_turn"),
-        "claude": AgentConfig(bin="claude", args=(), usage="per_turn"),
+        "codex": AgentConfig(bin="codex", args=("--sandbox", "workspace-write")),
+        "claude": AgentConfig(bin="claude", args=("--permission-mode", "acceptEdits")),
     }
     assert dict(config.defaults) == {}
 
@@ -154,7 +155,7 @@ def test_file_values_are_used(tmp_path: Path) -> None:
     assert config.max_connections == 10
     assert config.event_retention == EventRetention(max_runs=5, max_events_per_run=100_000)
     assert config.agents["codex"] == AgentConfig("/file/codex", ("--sandbox", "workspace-write"))
-    assert config.agents["claude"] == AgentConfig("claude")
+    assert config.agents["claude"] == AgentConfig("claude", ("--permission-mode", "acceptEdits"))
 
 
 def test_environment_overrides_file_and_flags_override_both(tmp_path: Path) -> None:
@@ -253,7 +254,10 @@ def test_environment_nested_keys(tmp_path: Path) -> None:
         CODYD_EVENT_RETENTION__MAX_RUNS="3",
     )
     assert config.agents["codex"] == AgentConfig("codex", ("--sandbox", "workspace-write"))
-    assert config.agents["claude"] == AgentConfig("/opt/claude", (), "session_total")
+    both = UsageConfig("session_total", "session_total")
+    assert config.agents["claude"] == AgentConfig(
+        "/opt/claude", ("--permission-mode", "acceptEdits"), both
+    )
     assert config.redis_maxlen == RedisMaxlen(run=5, global_=50)
     assert config.event_retention.max_runs == 3
 
@@ -531,7 +535,9 @@ def test_full_file(tmp_path: Path) -> None:
         defaults={},
     )
     assert dict(config.agents) == {
-        "codex": AgentConfig("/opt/codex", ("--full-auto",), "session_total"),
+        "codex": AgentConfig(
+            "/opt/codex", ("--full-auto",), UsageConfig("session_total", "session_total")
+        ),
         "claude": AgentConfig("claude", ("--permission-mode", "acceptEdits")),
     }
 
@@ -625,7 +631,13 @@ def test_summary_has_every_key_as_plain_values(tmp_path: Path) -> None:
     assert summary["workspace_roots"] == ["/srv"]
     assert summary["socket"] == str(config.socket)
     assert summary["redis_maxlen"] == {"run": 10_000, "global": 100_000}
-    assert summary["agents"]["codex"] == {"bin": "codex", "args": [], "usage": "per_turn"}
+    assert summary["agents"]["codex"] == {
+        "bin": "codex",
+        "args": ["--sandbox", "workspace-write"],
+        "usage": {"tokens": None, "cost": None},
+        "prices": {},
+        "budget_flag": True,
+    }
     assert json.loads(json.dumps(summary)) == summary
 
 

@@ -12,6 +12,7 @@ import trio
 
 from codyd.agents import adapter_for
 from codyd.agents.claude import ClaudeAdapter
+from codyd.agents.usage import PER_TURN, UsageRules
 from codyd.model.record import RunRecord
 from codyd.model.state import Outcome
 from codyd.runs.pipeline import (
@@ -50,7 +51,8 @@ class Harness:
         self.output: list[dict[str, Any]] = []
         self.saves = 0
         self.notes = Notes(session_id=session)
-        settings = OutputSettings(agent, pattern, totals, max_line_bytes)
+        usage = UsageRules("session_total", "session_total") if totals else PER_TURN
+        settings = OutputSettings(agent, pattern, usage, max_line_bytes)
         self.turn = TurnOutput(
             adapter_for(agent),
             settings,

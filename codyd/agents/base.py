@@ -1,4 +1,4 @@
-"""What every agent adapter provides (docs/agents.md §8).
+"""What every agent adapter provides (docs/agents.md §9).
 
 A new adapter object reads each turn: it may keep state across the lines of one
 turn (items in progress, message ids already counted), never across turns.
@@ -40,14 +40,28 @@ class Parsed:
     session_id: str | None = None  # the agent reported this session id
     message_text: str | None = None  # assistant text, matched by completion.pattern
     resume_failed: bool = False  # the agent could not resume the requested session
+    # Noise of a CLI waiting for its service (codex "Reconnecting...", claude api_retry): not
+    # activity for the stall watchdog (docs/agents.md §4.3).
+    idle: bool = False
 
 
 class Adapter(Protocol):
     name: str
     resumes_sessions: bool  # False: the agent cannot be handed a session to resume
 
-    def argv(self, spec: RunSpec, agent: AgentConfig | None, session_id: str | None) -> list[str]:
-        """The agent's argv for one turn; ``session_id`` is the session to resume, if any."""
+    def argv(
+        self,
+        spec: RunSpec,
+        agent: AgentConfig | None,
+        session_id: str | None,
+        *,
+        max_budget_usd: float | None = None,
+    ) -> list[str]:
+        """The agent's argv for one turn; ``session_id`` is the session to resume, if any.
+
+        ``max_budget_usd``: what is left of the run's cost budget, for a CLI that can be
+        told (claude ``--max-budget-usd``); None to pass no budget.
+        """
 
     def parse_stdout(self, line: str) -> Parsed:
         """Read one stdout line (ANSI codes still in it)."""
@@ -57,4 +71,8 @@ class Adapter(Protocol):
 
     def finish(self, exit_code: int | None) -> AgentReport | None:
         """At the end of the turn: the error the agent reported (or its silence implies),
-        which decides the turn's outcome even after exit 0; None if it went well."""
+        which decides the turn's outcome even after exit 0; None if it went well.
+
+        Also asked for a turn the stall watchdog stopped: a report of ``unavailable``,
+        ``rate_limited`` or ``auth_failed`` (the agent was only retrying its service)
+        replaces ``stalled``; any other is ignored there."""

@@ -12,7 +12,14 @@ class CommandAdapter:
     name = "command"
     resumes_sessions = False
 
-    def argv(self, spec: RunSpec, agent: AgentConfig | None, session_id: str | None) -> list[str]:
+    def argv(
+        self,
+        spec: RunSpec,
+        agent: AgentConfig | None,
+        session_id: str | None,
+        *,
+        max_budget_usd: float | None = None,
+    ) -> list[str]:
         assert spec.command is not None, "the run spec guarantees a command for agent=command"
         return list(spec.command)
 

@@ -68,6 +68,16 @@ EVENT_TYPES = (
             "attention",
         }
     )
+    | frozenset(
+        {
+            # What the agents' adapters read from their CLIs (docs/events.md §12).
+            "quota",
+            "permission_denied",
+            "tool_failed",
+            "agent_retry",
+            "context_compacted",
+        }
+    )
 )
 
 

@@ -23,7 +23,8 @@ import trio
 
 from codyd.agents import Adapter, Parsed
 from codyd.agents.base import AgentReport
-from codyd.config import AgentConfig
+from codyd.agents.usage import PER_TURN, UsageRules, estimated_cost, price_for
+from codyd.config import AgentConfig, Price, UsageRule
 from codyd.model.events import LIFECYCLE_TYPES
 from codyd.model.record import RunRecord, Tokens
 from codyd.model.state import Outcome
@@ -36,6 +37,8 @@ from codyd.telemetry.runner_summary import TestSummaryDetector
 from codyd.telemetry.sentinel import parse_sentinel, report_of
 
 USAGE_EVENTS = frozenset({"token_usage", "cost"})
+# A stalled turn whose agent was only retrying its service ends with what stopped it.
+STALL_EXPLAINED = frozenset({Outcome.UNAVAILABLE, Outcome.RATE_LIMITED, Outcome.AUTH_FAILED})
 PATH_EVENTS = frozenset({"file_read", "file_written", "file_deleted", "log_updated"})
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -192,7 +195,12 @@ class Sessions:
 
 
 class SessionTotals:
-    """agents.<name>.usage = "session_total": a report becomes the growth of the session's total."""
+    """Rule ``session_total``: a report becomes the growth of the session's running total.
+
+    The baseline is kept on the run (in the store), per session id: a new or mismatched
+    session starts from zero. A report below the baseline adds nothing and leaves it where
+    it was (a failed claude result reports a total of 0 in the middle of a session).
+    """
 
     def __init__(self, notes: RunNotes) -> None:
         self._notes = notes
@@ -202,14 +210,60 @@ class SessionTotals:
         baseline = notes.usage_baseline
         if baseline is None or baseline.get("session_id") != notes.session_id:
             baseline = {"session_id": notes.session_id}  # a new session starts from zero
-        keys = ("input", "output", "cached") if type_ == "token_usage" else ("usd",)
         increment: dict[str, Any] = {}
-        for key in keys:
-            total = data[key]
-            increment[key] = max(0, total - baseline.get(key, 0))
-            baseline[key] = total
+        for key in _FIGURES[type_]:
+            total, before = data[key], baseline.get(key, 0)
+            increment[key] = max(0, total - before)
+            baseline[key] = max(total, before)
         notes.usage_baseline = baseline
-        return increment
+        return {**data, **increment}
+
+
+class LargestReport:
+    """Rule ``max_result``: the turn counts its largest report, each one covering the process."""
+
+    def __init__(self) -> None:
+        self._largest: dict[str, Any] = {}
+
+    def __call__(self, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+        increment: dict[str, Any] = {}
+        for key in _FIGURES[type_]:
+            before = self._largest.get(key, 0)
+            increment[key] = max(0, data[key] - before)
+            self._largest[key] = max(before, data[key])
+        return {**data, **increment}
+
+
+_FIGURES: dict[str, tuple[str, ...]] = {
+    "token_usage": ("input", "output", "cached"),
+    "cost": ("usd",),
+}
+
+
+class UsageCounter:
+    """The agent's reports of tokens and cost made increments, each figure by its rule.
+
+    With a price (codex), each token increment also becomes a ``cost`` event marked
+    ``estimated`` (docs/agents.md §5.2).
+    """
+
+    def __init__(self, notes: RunNotes, rules: UsageRules, price: Price | None = None) -> None:
+        self.rules = rules
+        self._price = price
+        self._session_totals = SessionTotals(notes)
+        self._largest = LargestReport()
+
+    def __call__(self, type_: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        rule: UsageRule = self.rules.tokens if type_ == "token_usage" else self.rules.cost
+        if rule == "session_total":
+            data = self._session_totals(type_, data)
+        elif rule == "max_result":
+            data = self._largest(type_, data)
+        counted = [(type_, data)]
+        if type_ == "token_usage" and self._price is not None:
+            usd = estimated_cost(self._price, data["input"], data["cached"], data["output"])
+            counted.append(("cost", {"usd": usd, "estimated": True}))
+        return counted
 
 
 class AdapterEvents:
@@ -221,13 +275,13 @@ class AdapterEvents:
         emit: Emit,
         notes: RunNotes,
         sessions: Sessions,
-        session_totals: SessionTotals | None,
+        usage: UsageCounter,
     ) -> None:
         self._adapter = adapter
         self._emit = emit
         self._notes = notes
         self._sessions = sessions
-        self._session_totals = session_totals
+        self.usage = usage
         self.resume_failed = False
 
     def __call__(self, line: OutputLine) -> OutputLine:
@@ -245,9 +299,11 @@ class AdapterEvents:
         for type_, data in parsed.events:
             if type_ == "test_run_completed" and self._notes.sentinel_tests:
                 continue  # tests reported by sentinel are counted once (docs/events.md §6)
-            if type_ in USAGE_EVENTS and self._session_totals is not None:
-                data = self._session_totals(type_, data)
-            self._emit(type_, data)
+            if type_ in USAGE_EVENTS:
+                for counted_type, counted in self.usage(type_, data):
+                    self._emit(counted_type, counted)
+            else:
+                self._emit(type_, data)
         return line
 
 
@@ -356,29 +412,35 @@ class OutputPipeline:
         self._splitters: dict[str, LineSplitter] = {}
         self._fed: dict[str, int] = {}
 
-    def feed(self, stream: str, data: bytes) -> None:
-        """Read ``data`` of ``stream``; empty ``data`` is its end (an unfinished line is read)."""
+    def feed(self, stream: str, data: bytes) -> bool:
+        """Read ``data`` of ``stream``; empty ``data`` is its end (an unfinished line is read).
+
+        True if it was activity: a line that was not idle, or the start of one still open.
+        """
         splitter = self._splitters.get(stream)
         if splitter is None:
             splitter = self._splitters[stream] = LineSplitter(self._max_line_bytes)
         self._fed[stream] = self._fed.get(stream, 0) + len(data)
+        active = False
         for line in splitter.feed(data) if data else splitter.flush():
-            self.line(stream, line.text, line.split)
+            active = not self.line(stream, line.text, line.split) or active
+        return active or splitter.pending > 0
 
     def offset(self, stream: str) -> int:
         """Bytes of ``stream`` read as whole lines: where reading would resume."""
         splitter = self._splitters.get(stream)
         return self._fed.get(stream, 0) - (splitter.pending if splitter is not None else 0)
 
-    def line(self, stream: str, raw: bytes, split: bool) -> None:
-        item: OutputLine | None = OutputLine(
-            stream, raw, split, raw.decode("utf-8", "replace"), NOT_PARSED
-        )
+    def line(self, stream: str, raw: bytes, split: bool) -> bool:
+        """Pass one line through the processors; True if the adapter found it idle."""
+        first = OutputLine(stream, raw, split, raw.decode("utf-8", "replace"), NOT_PARSED)
+        item: OutputLine | None = first
         for processor in self.processors:
             assert item is not None
             item = processor(item)
             if item is None:
-                return
+                break
+        return first.parsed.idle
 
 
 @dataclass(slots=True)
@@ -387,16 +449,19 @@ class OutputSettings:
 
     agent: str
     completion_pattern: str | None
-    session_totals: bool
+    usage: UsageRules
     max_line_bytes: int
+    price: Price | None = None  # codex: what its tokens cost (agents.codex.prices)
 
     @classmethod
     def of(cls, spec: RunSpec, agent: AgentConfig | None, max_line_bytes: int) -> OutputSettings:
+        """The settings before the agent's release is known (see ``usage`` of TurnOutput)."""
         return cls(
             agent=spec.agent,
             completion_pattern=spec.completion.pattern,
-            session_totals=agent is not None and agent.usage == "session_total",
+            usage=PER_TURN,
             max_line_bytes=max_line_bytes,
+            price=price_for(agent, spec.model) if spec.agent == "codex" else None,
         )
 
 
@@ -417,8 +482,8 @@ class TurnOutput:
         self._emit = emit
         self._notes = notes
         self.sessions = Sessions(emit, notes, requested_session)
-        totals = SessionTotals(notes) if settings.session_totals else None
-        self.adapter_events = AdapterEvents(adapter, emit, notes, self.sessions, totals)
+        usage = UsageCounter(notes, settings.usage, settings.price)
+        self.adapter_events = AdapterEvents(adapter, emit, notes, self.sessions, usage)
         self.test_summaries = TestSummaries(emit, notes)
         self.pump = OutputPump(emit.text, append_output)
         self.sentinels = Sentinels(emit, notes)
@@ -434,8 +499,13 @@ class TurnOutput:
         processors.append(self.pump)
         self.pipeline = OutputPipeline(processors, settings.max_line_bytes)
 
-    def feed(self, stream: str, data: bytes) -> None:
-        self.pipeline.feed(stream, data)
+    def feed(self, stream: str, data: bytes) -> bool:
+        """Read the agent's output; False if all it held was idle noise (not activity)."""
+        return self.pipeline.feed(stream, data)
+
+    def use_usage_rules(self, rules: UsageRules) -> None:
+        """Count tokens and cost by ``rules`` (known once the agent's release is)."""
+        self.adapter_events.usage.rules = rules
 
     async def flush(self) -> None:
         """At the turn's end: summaries still open, then the output still waiting."""
@@ -445,8 +515,12 @@ class TurnOutput:
     def conclude(self, result: TurnResult) -> None:
         """The agent's last word on its turn: an error it reported, a session it lost."""
         report: AgentReport | None = None
-        if result.outcome in (Outcome.OK, Outcome.ERROR):
+        if result.outcome in (Outcome.OK, Outcome.ERROR, Outcome.STALLED):
             report = self._adapter.finish(result.exit_code)
+            if result.outcome == Outcome.STALLED and (
+                report is None or report.outcome not in STALL_EXPLAINED
+            ):
+                report = None  # stalled it is, unless the agent was only retrying its service
         if result.outcome in SENTINEL_OVERRIDES and self.sentinels.report is not None:
             report = self.sentinels.report  # the agent's own word, whatever its exit status
         if report is not None:

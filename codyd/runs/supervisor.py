@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 import trio
 
+from codyd.agents.usage import check_budget_enforceable
 from codyd.config import Config
 from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
 from codyd.leases import Leases, LocalLeases, RedisLeases
@@ -168,6 +169,7 @@ class Supervisor:
             defaults=self.config.defaults,
             workspace_roots=self.config.workspace_roots,
         )
+        check_budget_enforceable(spec, self.config.agents.get(spec.agent))
         existing = self.store.runs.get(spec.run_id)
         if existing is not None:
             if existing.spec.identity() != spec.identity():

@@ -96,8 +96,10 @@ class TurnHooks:
     """How a turn talks back to its run: every callback runs in the trio thread."""
 
     on_started: Callable[[int, int | None], None]  # pid, its start ticks
-    # Bytes read from a stream, as read; b"" once the stream has ended.
-    on_output: Callable[[str, bytes], None]
+    # Bytes read from a stream, as read; b"" once the stream has ended. False: they were
+    # only idle noise (an agent retrying its service), which is no activity for the stall
+    # watchdog.
+    on_output: Callable[[str, bytes], bool | None]
     on_activity: Callable[[], None]
     on_event: Callable[[str, dict[str, Any]], None]
     backpressure: Callable[[], Awaitable[None]] | None = None
@@ -276,13 +278,13 @@ class Turn:
                 data = bytes(await pipe.receive_some(READ_CHUNK))
                 if not data:
                     break
-                self._last_output = trio.current_time()
-                self.hooks.on_activity()
                 sink.write(data)
                 if keep_tail:
                     self._stderr_tail += data
                     del self._stderr_tail[:-STDERR_TAIL_BYTES]
-                self.hooks.on_output(stream, data)
+                if self.hooks.on_output(stream, data) is not False:
+                    self._last_output = trio.current_time()
+                    self.hooks.on_activity()
                 if self.hooks.backpressure is not None:
                     await self.hooks.backpressure()
         finally:

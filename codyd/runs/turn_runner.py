@@ -18,7 +18,9 @@ from pathlib import Path
 import structlog
 import trio
 
-from codyd.agents import adapter_for
+from codyd.agents import Adapter, adapter_for
+from codyd.agents.usage import rules_for
+from codyd.agents.version import PROBES, AgentProbe
 from codyd.config import Config
 from codyd.model.record import RunRecord
 from codyd.model.state import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES, Outcome, Phase
@@ -64,6 +66,8 @@ class TurnRunner:
         self.store, self.config, self._turn_dir = store, config, turn_dir
         self._emit, self._events = emit, events
         self.turn: Turn | None = None
+        self.agent_version: str | None = None  # the CLI's --version, read before each turn
+        self._budget_flag_missing = False  # said once per run: the CLI has no --max-budget-usd
         self.open = False  # a turn began and its turn_completed is not out yet
         self._activity_saved = 0.0
         spec = record.spec
@@ -105,7 +109,7 @@ class TurnRunner:
         turn = Turn(
             plan,
             TurnHooks(
-                on_started=lambda pid, ticks: self._started(n, pid, ticks, argv, session),
+                on_started=lambda pid, ticks: self._started(n, pid, ticks, plan.argv, session),
                 on_output=output.feed,
                 on_activity=self._on_activity,
                 on_event=self._emit,
@@ -120,6 +124,10 @@ class TurnRunner:
         record.phase = Phase.IN_TURN
         self._events.new_turn()
         self.store.save(record)
+        probe = await self._probe()
+        if probe is not None:
+            output.use_usage_rules(rules_for(spec.agent, self._agent_config, probe))
+            plan.argv = self._argv_with_budget(adapter, session, probe) or plan.argv
         # Off the event loop: the prompt and context files are the workspace's, on any disk.
         prompt = await trio.to_thread.run_sync(read_prompt, spec)
         if isinstance(prompt, TurnResult):
@@ -133,6 +141,35 @@ class TurnRunner:
             result = await self._run_with_output(turn, output)
         self.turn = None
         return result
+
+    async def _probe(self) -> AgentProbe | None:
+        """The agent binary's release and flags, asked once per binary (off the event loop)."""
+        if self.spec.agent == "command" or self._agent_config is None:
+            return None
+        probe = await PROBES.probe(self._agent_config.bin)
+        self.agent_version = probe.version
+        return probe
+
+    def _argv_with_budget(
+        self, adapter: Adapter, session: str | None, probe: AgentProbe
+    ) -> list[str] | None:
+        """Claude with a cost budget: an argv that tells the CLI what is left of it."""
+        limit, agent = self.spec.budget.max_cost_usd, self._agent_config
+        if self.spec.agent != "claude" or limit is None or agent is None or not agent.budget_flag:
+            return None
+        if not probe.found:
+            return None  # the turn cannot start: spawn_failed says why
+        if not probe.supports("--max-budget-usd"):
+            if self._budget_flag_missing:
+                return None
+            self._budget_flag_missing = True
+            self._warn(
+                f"{agent.bin} has no --max-budget-usd (version {probe.version or 'unknown'}): "
+                "the cost budget is checked between turns only"
+            )
+            return None
+        remaining = max(0.0, limit - self.record.stats.cost_usd)
+        return adapter.argv(self.spec, agent, session, max_budget_usd=remaining)
 
     async def _run_with_output(self, turn: Turn, output: TurnOutput) -> TurnResult:
         async with trio.open_nursery() as nursery:
@@ -173,7 +210,10 @@ class TurnRunner:
             record.run_id, n, started_at=time.time(), pid=pid, pid_start_ticks=ticks
         )
         shown = [self._emit.text(arg) for arg in argv]
-        self._emit("turn_started", {"pid": pid, "argv": shown, "session_id": session})
+        self._emit(
+            "turn_started",
+            {"pid": pid, "argv": shown, "session_id": session, "agent_version": self.agent_version},
+        )
         log.info("turn started", run_id=record.run_id, turn=n, pid=pid)
 
     def _warn(self, message: str) -> None:

@@ -2,9 +2,13 @@
 """A stand-in for `claude -p --output-format stream-json`: replays a transcript as stdout.
 
 The environment it reads is described in fake_cli.py; `--resume=<id>` names the session.
+`--version` prints FAKE_AGENT_VERSION (default 2.1.332), `--help` FAKE_AGENT_HELP
+(default: a help naming --max-budget-usd).
 """
 
 import json
+import os
+import sys
 import uuid
 
 from fake_cli import run
@@ -37,4 +41,16 @@ def unknown(session: str) -> None:
     print(json.dumps(result, separators=(",", ":")), flush=True)
 
 
+def about(argv: list[str]) -> None:
+    """`--version` and `--help` as claude prints them (FAKE_AGENT_VERSION, FAKE_AGENT_HELP)."""
+    if argv == ["--version"]:
+        print(f"{os.environ.get('FAKE_AGENT_VERSION', '2.1.332')} (Claude Code)")
+        sys.exit(0)
+    if argv == ["--help"]:
+        budget = "  --max-budget-usd <amount>  Maximum dollar amount to spend on API calls\n"
+        print(os.environ.get("FAKE_AGENT_HELP", "Usage: claude [options] [prompt]\n" + budget))
+        sys.exit(0)
+
+
+about(sys.argv[1:])
 run(resumed_session, unknown)

@@ -2,8 +2,10 @@
 """A stand-in for `codex exec --json`: replays a JSONL transcript as one turn's stdout.
 
 The environment it reads is described in fake_cli.py; `resume <id>` names the session.
+`--version` prints `codex-cli <FAKE_AGENT_VERSION>` (default 0.171.0).
 """
 
+import os
 import sys
 
 from fake_cli import run
@@ -20,4 +22,15 @@ def unknown(session: str) -> None:
     )
 
 
+def about(argv: list[str]) -> None:
+    """`--version` and `--help` as codex prints them (FAKE_AGENT_VERSION)."""
+    if argv == ["--version"]:
+        print(f"codex-cli {os.environ.get('FAKE_AGENT_VERSION', '0.171.0')}")
+        sys.exit(0)
+    if argv == ["--help"]:
+        print("Codex CLI\n\nUsage: codex [OPTIONS] [PROMPT]\n  exec  Run Codex non-interactively")
+        sys.exit(0)
+
+
+about(sys.argv[1:])
 run(resumed_session, unknown)
