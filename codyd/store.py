@@ -30,6 +30,7 @@ from codyd.errors import InvalidState, Overloaded, StartupFailure
 from codyd.model.events import EVENT_TYPES, Event
 from codyd.model.record import RunRecord
 from codyd.model.state import TERMINAL, State, can_transition
+from codyd.spec import RunSpec
 
 log = structlog.get_logger("codyd.store")
 
@@ -450,6 +451,40 @@ class Store:
         else:
             self.save(record)
         return True
+
+    def update_spec(
+        self,
+        record: RunRecord,
+        allowed: Collection[State],
+        spec: RunSpec,
+        changes: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Give the run a new spec (run.update) if it is in one of ``allowed`` now.
+
+        The spec, ``last_update`` and the ``run_updated`` event go into one commit;
+        False, changing nothing, when the run has moved on.
+        """
+        if record.state not in allowed:
+            return False
+        record.spec = spec
+        record._spec_json = None  # made again from the new spec at the next commit
+        record.last_update = {"at": time.time(), "changes": changes}
+        self.append(record, "run_updated", {"changes": changes}, turn=record.current_turn or None)
+        return True
+
+    def queue_message(self, record: RunRecord, allowed: Collection[State], text: str) -> bool:
+        """Queue an operator message for the run's next turn (run.say) if it is in ``allowed``."""
+        if record.state not in allowed:
+            return False
+        record.operator_messages = [*record.operator_messages, text]
+        self.append(record, "operator_message", {"text": text}, turn=record.current_turn or None)
+        return True
+
+    def drop_messages(self, record: RunRecord, count: int) -> None:
+        """The oldest ``count`` operator messages reached a turn that started: drop them."""
+        if count:
+            record.operator_messages = record.operator_messages[count:]
+            self.save(record)
 
     def newest_first(self, before: tuple[float, str] | None = None) -> Iterator[RunRecord]:
         """Runs from the newest created, starting below ``before`` (a (created_at, run_id))."""

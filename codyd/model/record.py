@@ -144,7 +144,12 @@ class RunRecord:
     wait: dict[str, Any] | None = None
     # The last thing the run asked a person for: {reason, message, at}; None once resolved.
     attention: dict[str, Any] | None = None
-    # The spec never changes: its JSON is made once, for every commit of the record.
+    # run.say texts for the next turn's prompt, oldest first; dropped once that turn started.
+    operator_messages: list[str] = field(default_factory=list)
+    # The newest run.update that changed something: {at, changes}.
+    last_update: dict[str, Any] | None = None
+    # The spec changes only by run.update (Store.update_spec drops this): its JSON is made
+    # once per spec, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
     # The summary as msgpack, kept until a field changes (see __setattr__).
     _packed_summary: bytes | None = field(default=None, repr=False, compare=False)
@@ -165,6 +170,8 @@ class RunRecord:
     def snapshot(self) -> dict[str, Any]:
         summary = self.summary()
         summary["labels"] = dict(self.spec.labels)
+        summary["operator_messages_queued"] = len(self.operator_messages)
+        summary["last_update"] = self.last_update
         return summary
 
     def summary(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from codyd.runs.turn import Turn
 from codyd.runs.turn_runner import TurnRunner, run_seconds
 from codyd.runs.verdict import Action, RunView, Verdict
 from codyd.runs.watch import stop_file_present
+from codyd.spec import RunSpec
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.run")
@@ -40,7 +41,7 @@ class RunDriver:
         config: Config,
         turn_dir: Callable[[str, int], Path],
     ) -> None:
-        self.record, self.spec = record, record.spec
+        self.record = record
         self.store, self.leases, self.config = store, leases, config
         self.interrupted = False
         self.lease_holder: str | None = None  # set when another daemon took the lease
@@ -53,6 +54,11 @@ class RunDriver:
         self.turns = TurnRunner(record, store, config, turn_dir, self._emit, events)
 
     @property
+    def spec(self) -> RunSpec:
+        """The run's spec as it is now: run.update replaces it in the record."""
+        return self.record.spec
+
+    @property
     def turn(self) -> Turn | None:
         """The live turn, if any."""
         return self.turns.turn
@@ -61,6 +67,10 @@ class RunDriver:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def spec_changed(self) -> None:
+        """run.update gave the run a new spec: the live turn takes its new limits now."""
+        self.turns.spec_changed()
 
     def stop_turn(self, outcome: Outcome) -> None:
         if self.turn is not None:
