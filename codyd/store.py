@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
@@ -258,6 +259,9 @@ class Store:
         self._writable_again = trio.Event()
         # Told of every event appended (the metrics count turns from it); None costs nothing.
         self.on_append: Callable[[RunRecord, Event], None] | None = None
+        # Where a run's turn files are (StateLayout.run_dir): retention deletes them with the
+        # run's events. None (a store alone, in tests) keeps every file.
+        self.run_files: Callable[[str], Path] | None = None
         # (st_dev, st_ino) of the file the writer has open: a path naming another file
         # (deleted, replaced) must not be written through the old handle.
         self._identity: tuple[int, int] | None = None
@@ -897,8 +901,11 @@ class Store:
 
     # -- retention -------------------------------------------------------------------------
 
-    def apply_retention(self, max_events_per_run: int, max_runs: int) -> None:
-        """Trim old events: per run beyond its newest N, and all events of old terminal runs."""
+    def apply_retention(self, max_events_per_run: int, max_runs: int) -> list[str]:
+        """Trim old events: per run beyond its newest N, and all events of old terminal runs.
+
+        Returns the runs whose every event went (their turn files go too: ``run_files``).
+        """
         grown, self._grown = self._grown, set()
         for run_id in grown:
             record = self.runs.get(run_id)
@@ -908,7 +915,7 @@ class Store:
             if oldest_kept > record.oldest_seq:
                 self._trim(record, oldest_kept)
         if not self._finished_since_retention:
-            return
+            return []
         self._finished_since_retention = False
         terminal = sorted(
             (r for r in self.runs.values() if r.state in TERMINAL and r.oldest_seq <= r.last_seq),
@@ -917,6 +924,7 @@ class Store:
         )
         for record in terminal[max_runs:]:
             self._trim(record, record.last_seq + 1)
+        return [record.run_id for record in terminal[max_runs:]]
 
     def _trim(self, record: RunRecord, oldest_kept: int) -> None:
         self.execute_later(
@@ -932,15 +940,44 @@ class Store:
         while True:
             await self._retention_due.wait()
             self._retention_due = trio.Event()
-            self.apply_retention(max_events_per_run, max_runs)
+            emptied = self.apply_retention(max_events_per_run, max_runs)
+            if emptied and self.run_files is not None:
+                await self._delete_run_files([self.run_files(run_id) for run_id in emptied])
             await trio.sleep(RETENTION_PASS_S)
+
+    async def _delete_run_files(self, paths: list[Path]) -> None:
+        """The turn directories of runs retention emptied, deleted in a worker thread.
+
+        What cannot be deleted is only space: logged, and the daemon goes on.
+        """
+        for path, error in await trio.to_thread.run_sync(_remove_trees, paths):
+            log.warning("cannot delete a trimmed run's turn files", path=str(path), error=error)
+        log.info("trimmed runs' turn files deleted", runs=len(paths))
+
+
+def _remove_trees(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Delete each directory tree; the ones that could not be deleted, with why."""
+    failed = []
+    for path in paths:
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append((path, str(exc)))
+    return failed
 
 
 @asynccontextmanager
 async def open_store(
-    path: Path, *, max_events_per_run: int = 100_000, max_runs: int = 1000
+    path: Path,
+    *,
+    max_events_per_run: int = 100_000,
+    max_runs: int = 1000,
+    run_files: Callable[[str], Path] | None = None,
 ) -> AsyncIterator[Store]:
     store = Store(path)
+    store.run_files = run_files
     await trio.to_thread.run_sync(store._open)
     try:
         async with trio.open_nursery() as nursery:

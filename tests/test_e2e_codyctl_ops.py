@@ -54,7 +54,9 @@ def test_codyctl_update(daemon: Daemon) -> None:
     daemon.start_run(agent("sleeper"), run_id="ctl", labels={"team": "a"}, max_turns=5)
     daemon.wait_event("ctl", "turn_started")
     human = ok(
-        codyctl(daemon, "update", "ctl", "--max-turns", "9", "--budget-usd", "2.5", "--label", "k=v")
+        codyctl(
+            daemon, "update", "ctl", "--max-turns", "9", "--budget-usd", "2.5", "--label", "k=v"
+        )
     )
     lines = human.splitlines()
     assert lines[0] == "ctl running"
