@@ -259,6 +259,8 @@ class Store:
         self._writable_again = trio.Event()
         # Told of every event appended (the metrics count turns from it); None costs nothing.
         self.on_append: Callable[[RunRecord, Event], None] | None = None
+        # Told of every run forgotten, in the same batch as its deletion (the mirror's keys).
+        self.on_forget: Callable[[str], None] | None = None
         # Where a run's turn files are (StateLayout.run_dir): retention deletes them with the
         # run's events. None (a store alone, in tests) keeps every file.
         self.run_files: Callable[[str], Path] | None = None
@@ -521,6 +523,8 @@ class Store:
             self.execute_later(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         # The mirror's per-run ctl cursor (codyd/mirror/control.py, cursor_key).
         self.execute_later("DELETE FROM kv WHERE key = ?", (f"ctl.{run_id}",))
+        if self.on_forget is not None:
+            self.on_forget(run_id)
 
     def save_turn(self, run_id: str, n: int, **fields: Any) -> None:
         self._batch.turns.append((run_id, (n, fields)))
@@ -622,6 +626,14 @@ class Store:
     async def wait_committed(self) -> None:
         """Wait for the next commit."""
         await self._committed.wait()
+
+    @property
+    def queued_version(self) -> int:
+        """The version of everything queued so far; committed once ``is_committed`` says so."""
+        return self._queued_version
+
+    def is_committed(self, version: int) -> bool:
+        return self._committed_version >= version
 
     def committed_seq(self, run_id: str) -> int | None:
         """The run's last_seq in the newest commit that changed it (None: none since start).

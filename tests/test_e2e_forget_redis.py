@@ -1,0 +1,87 @@
+"""End to end: a forgotten run's keys leave a real redis-server, at once or once it is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from test_e2e_mirror import PREFIX, mirrored, wait_mirrored
+
+from conftest import Daemon, agent, wait_until
+from redis_server import RedisServer
+
+MakeDaemon = Callable[..., Daemon]
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def durable_redis() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True).start()
+    yield server
+    server.remove()
+
+
+def run_keys(run_id: str) -> list[str]:
+    return [f"{PREFIX}run:{run_id}:{kind}" for kind in ("events", "meta", "ctl")]
+
+
+def finished(daemon: Daemon, run_id: str) -> None:
+    daemon.start_run(
+        agent("printer", 1), run_id=run_id, max_turns=1, workspace=str(daemon.workspace(run_id))
+    )
+    daemon.wait_state(run_id, "completed")
+
+
+def in_redis(client: redis.Redis, run_id: str) -> dict[str, bool]:
+    found = {key.rsplit(":", 1)[1]: bool(client.exists(key)) for key in run_keys(run_id)}
+    found["index"] = client.zscore(f"{PREFIX}runs", run_id) is not None
+    return found
+
+
+ALL = {"events": True, "meta": True, "ctl": True, "index": True}
+NONE = {"events": False, "meta": False, "ctl": False, "index": False}
+
+
+def test_forget_deletes_the_runs_keys(
+    daemon_factory: MakeDaemon, redis_server: RedisServer
+) -> None:
+    daemon = mirrored(daemon_factory, redis_server)
+    client = redis_server.client()
+    for run_id in ("gone", "kept"):
+        finished(daemon, run_id)
+        client.xadd(f"{PREFIX}run:{run_id}:ctl", {"action": "pause"})
+    wait_mirrored(daemon)
+    wait_until(lambda: in_redis(client, "gone") == ALL, what="gone's keys in redis")
+    daemon.call("run.forget", {"run_id": "gone"})
+    wait_until(lambda: in_redis(client, "gone") == NONE, what="gone's keys to be deleted")
+    assert in_redis(client, "kept") == ALL
+    # The events stream of all runs keeps what it had (docs/redis.md).
+    assert client.xlen(f"{PREFIX}events") > 0
+
+
+def test_forget_while_redis_is_down_deletes_the_keys_once_it_is_back(
+    daemon_factory: MakeDaemon, durable_redis: RedisServer
+) -> None:
+    """Forget answers at once with Redis down; a restart later, the keys still go."""
+    daemon = mirrored(daemon_factory, durable_redis)
+    finished(daemon, "late")
+    durable_redis.client().xadd(f"{PREFIX}run:late:ctl", {"action": "pause"})
+    wait_mirrored(daemon)
+    wait_until(lambda: in_redis(durable_redis.client(), "late") == ALL, what="late's keys")
+    durable_redis.stop()
+    asked = time.monotonic()
+    assert daemon.call("run.forget", {"run_id": "late"}) == {"ok": True}
+    assert time.monotonic() - asked < 2.0
+    daemon.stop()
+    daemon.start()
+    durable_redis.start()
+    client = durable_redis.client()
+    wait_until(lambda: in_redis(client, "late") == NONE, 20, "late's keys to be deleted")
