@@ -85,3 +85,15 @@ def test_forget_while_redis_is_down_deletes_the_keys_once_it_is_back(
     durable_redis.start()
     client = durable_redis.client()
     wait_until(lambda: in_redis(client, "late") == NONE, 20, "late's keys to be deleted")
+
+
+def test_meta_follows_an_update(daemon_factory: MakeDaemon, redis_server: RedisServer) -> None:
+    """run.update's new name reaches the run's meta hash."""
+    daemon = mirrored(daemon_factory, redis_server)
+    daemon.start_run(agent("sleeper"), run_id="renamed")
+    daemon.wait_event("renamed", "turn_started")
+    daemon.call("run.update", {"run_id": "renamed", "name": "second name"})
+    client = redis_server.client()
+    meta = f"{PREFIX}run:renamed:meta"
+    wait_until(lambda: client.hget(meta, "name") == "second name", what="the meta's new name")
+    daemon.call("run.cancel", {"run_id": "renamed"})
