@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from test_e2e_mirror import PREFIX, mirrored, wait_mirrored
+from test_e2e_mirror import (
+    PREFIX,
+    all_events,
+    assert_entries_match,
+    mirrored,
+    stream_entries,
+    wait_mirrored,
+)
 
 from conftest import Daemon, agent, wait_until
 from redis_server import RedisServer
@@ -97,3 +104,32 @@ def test_meta_follows_an_update(daemon_factory: MakeDaemon, redis_server: RedisS
     meta = f"{PREFIX}run:renamed:meta"
     wait_until(lambda: client.hget(meta, "name") == "second name", what="the meta's new name")
     daemon.call("run.cancel", {"run_id": "renamed"})
+
+
+def test_a_run_started_again_under_a_forgotten_id_is_mirrored_whole(
+    daemon_factory: MakeDaemon, durable_redis: RedisServer
+) -> None:
+    """Forgotten with Redis down, then started again: its stream ends up the new run's only."""
+    daemon = mirrored(daemon_factory, durable_redis)
+    daemon.start_run(agent("printer", 5), run_id="again", max_turns=2)
+    daemon.wait_state("again", "completed")
+    wait_mirrored(daemon)
+    durable_redis.stop()
+    daemon.call("run.forget", {"run_id": "again"})
+    daemon.start_run(
+        agent("printer", 1), run_id="again", max_turns=1, workspace=str(daemon.workspace("new"))
+    )
+    daemon.wait_state("again", "completed")
+    durable_redis.start()
+    client = durable_redis.client()
+    wait_mirrored(daemon)
+    own = [event for event in all_events(daemon) if event["run_id"] == "again"]
+
+    def whole() -> bool:
+        entries = stream_entries(client, f"{PREFIX}run:again:events")
+        meta = client.hget(f"{PREFIX}run:again:meta", "workspace")
+        return len(entries) == len(own) and meta == str(daemon.workspace("new"))
+
+    wait_until(whole, 20, "the new run's stream and meta")
+    assert_entries_match(stream_entries(client, f"{PREFIX}run:again:events"), own, "seq")
+    assert client.zscore(f"{PREFIX}runs", "again") is not None

@@ -5,7 +5,9 @@ is queued in the store with the forget itself (``kv`` key ``mirror.forget.<run_i
 in the same commit), so a Redis that is down, or a daemon restarted meanwhile, only
 delays the deletion until the mirror writes again. The keys are deleted once the
 forget is committed: from then on no read of the store can bring the run's events or
-meta back, so nothing the mirror sends later writes the keys again.
+meta back, so nothing the mirror sends later writes the keys again. A new run started
+with the same id meanwhile has its stream refilled from the store afterwards (a repair
+of a missing stream, codyd/mirror/repair.py), and its meta and index entry written again.
 """
 
 from __future__ import annotations
@@ -51,9 +53,7 @@ class Forgetting:
 
     def due(self) -> list[str]:
         return [
-            run_id
-            for run_id, version in self.pending.items()
-            if run_id not in self.store.runs and self.store.is_committed(version)
+            run_id for run_id, version in self.pending.items() if self.store.is_committed(version)
         ][:PER_STEP]
 
     async def step(self) -> list[str]:

@@ -337,8 +337,15 @@ class Mirror:
         for run_id in done:
             self._meta_sent.pop(run_id, None)
             self._known.discard(run_id)
-            self._live.discard(run_id)
-            self._repairs.release(self.keys.run_events(run_id))
+            stream = self.keys.run_events(run_id)
+            if run_id in self.store.runs:
+                # Started again under the same id: what the deletion took is sent again.
+                self._repairs.release(stream)
+                self._repairs.hold(stream, run_id, "missing")
+                self._live.add(run_id)
+            else:
+                self._live.discard(run_id)
+                self._repairs.release(stream)
         return bool(done)
 
     def _advance(self, cursor: int) -> bool:
