@@ -73,7 +73,6 @@ class TurnRunner:
         watched = watched_files(spec.workspace, spec.watch_logs) if spec.watch_logs else None
         self._watcher = LogWatcher(watched) if watched is not None else None
         self._agent_config = config.agents.get(spec.agent)
-        self._output_settings = OutputSettings.of(spec, self._agent_config, config.max_line_bytes)
         # Set (and replaced) when run.update changes the spec during a turn.
         self._spec_changed = trio.Event()
 
@@ -98,7 +97,8 @@ class TurnRunner:
         session = record.session_id if spec.resume_session and adapter.resumes_sessions else None
         output = TurnOutput(
             adapter,
-            self._output_settings,
+            # From the spec as it is now: run.update may have replaced it since the last turn.
+            OutputSettings.of(spec, self._agent_config, self.config.max_line_bytes),
             record,
             self._emit,
             lambda data: self.store.append(record, "subprocess_output", data, turn=n),
