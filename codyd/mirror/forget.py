@@ -62,8 +62,8 @@ class Forgetting:
         if not runs:
             return []
         batch = Batch()
+        keys = self.keys
         for run_id in runs:
-            keys = self.keys
             batch.add(
                 Kind.OTHER, "DEL", keys.run_events(run_id), keys.meta(run_id), keys.ctl(run_id)
             )
