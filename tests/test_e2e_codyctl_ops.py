@@ -92,7 +92,7 @@ def test_codyctl_update(daemon: Daemon) -> None:
 
 
 def test_codyctl_say(daemon: Daemon) -> None:
-    daemon.start_run(agent("sleeper", 0.5), run_id="talk", max_turns=2)
+    daemon.start_run(agent("waiter", "go"), run_id="talk", max_turns=2)
     daemon.wait_event("talk", "turn_started")
     assert ok(codyctl(daemon, "say", "talk", "look at tests/")) == (
         "talk: 1 message(s) for the next turn\n"
@@ -100,6 +100,7 @@ def test_codyctl_say(daemon: Daemon) -> None:
     answer = json.loads(ok(piped(daemon, "from stdin\n", "--json", "say", "talk", "-")))
     assert answer == {"run_id": "talk", "queued": 2}
     assert "2 operator messages for the next turn" in ok(codyctl(daemon, "status", "talk"))
+    (daemon.workspace() / "go").touch()
     daemon.wait_state("talk", "completed")
     assert prompt_of(daemon, "talk", 2) == (
         f"do the work\n\n{HEADING}\n\nlook at tests/\n\n{HEADING}\n\nfrom stdin\n"

@@ -16,7 +16,7 @@ HEADING = "## Message from the operator"
 
 
 def prompt_of(daemon: Daemon, run_id: str, n: int) -> str:
-    """What turn ``n``'s agent read on its stdin (the sleeper prints it)."""
+    """What turn ``n``'s agent read on its stdin (the sleeper and the waiter print it)."""
     log = daemon.state_dir / "runs" / run_id / "turns" / str(n) / "stdout.log"
     line = wait_until(lambda: log.exists() and log.read_text(), what=f"turn {n}'s output")
     prompt: str = json.loads(line.splitlines()[0])["prompt"]
@@ -24,11 +24,13 @@ def prompt_of(daemon: Daemon, run_id: str, n: int) -> str:
 
 
 def test_say_reaches_the_next_turn_once_and_in_order(daemon: Daemon) -> None:
-    daemon.start_run(agent("sleeper", 1.0), run_id="told", max_turns=3)
+    """Said during turn 1: turn 2 has both messages, in order; turn 3 has none."""
+    daemon.start_run(agent("waiter", "go"), run_id="told", max_turns=3)
     daemon.wait_event("told", "turn_started")
     assert daemon.call("run.say", {"run_id": "told", "text": "first"}) == {"queued": 1}
     assert daemon.call("run.say", {"run_id": "told", "text": "then\nsecond"}) == {"queued": 2}
     assert daemon.call("run.status", {"run_id": "told"})["operator_messages_queued"] == 2
+    (daemon.workspace() / "go").touch()  # turn 1 ends; the next ones end at once
     final = daemon.wait_state("told", "completed")
     assert final["operator_messages_queued"] == 0
     assert prompt_of(daemon, "told", 1) == "do the work"

@@ -33,9 +33,10 @@ def stored_spec(daemon: Daemon, run_id: str) -> dict[str, Any]:
 def test_raised_max_turns_lets_a_run_go_on(daemon_factory: Callable[..., Daemon]) -> None:
     """A run started for one turn and raised to three mid-turn completes after three turns."""
     daemon = daemon_factory()
-    daemon.start_run(agent("sleeper", 0.4), run_id="more", max_turns=1)
+    daemon.start_run(agent("waiter", "go"), run_id="more", max_turns=1)
     daemon.wait_event("more", "turn_started")
     updated = daemon.call("run.update", {"run_id": "more", "max_turns": 3, "name": "longer"})
+    (daemon.workspace() / "go").touch()  # turn 1 ends; the next ones end at once
     assert updated["name"] == "longer"
     assert updated["last_update"]["changes"] == {
         "max_turns": {"from": 1, "to": 3},

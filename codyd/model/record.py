@@ -170,8 +170,6 @@ class RunRecord:
     def snapshot(self) -> dict[str, Any]:
         summary = self.summary()
         summary["labels"] = dict(self.spec.labels)
-        summary["operator_messages_queued"] = len(self.operator_messages)
-        summary["last_update"] = self.last_update
         return summary
 
     def summary(self) -> dict[str, Any]:
@@ -202,6 +200,8 @@ class RunRecord:
             "error": self.error,
             "wait": self.wait,
             "attention": self.attention,
+            "operator_messages_queued": len(self.operator_messages),
+            "last_update": self.last_update,
             "node": self.node,
             "last_seq": self.last_seq,
         }
