@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_daemon_inprocess import events, of_type, run_daemon, start_run, wait_event, wait_state
+from test_daemon_inprocess import events, of_type, run_daemon, start_run, wait_for, wait_state
 
 from codyd.daemon import Daemon
 
@@ -23,7 +23,9 @@ async def timed_out_after(daemon: Daemon, workspace: Path, first: float, then: f
         max_consecutive_failures=1,
         sigkill_delay_s=1,
     )
-    await wait_event(daemon, "t", "turn_started")
+    # In memory, not through the store's worker threads: while a test waits on a thread the
+    # clock jumps from deadline to deadline, and could pass the first timeout meanwhile.
+    await wait_for(daemon, "t", lambda snapshot: snapshot["pid"] is not None)
     await daemon.supervisor.update("t", {"turn_timeout_s": then})
     final = await wait_state(daemon, "t", "failed")
     assert final["error"]["code"] == "timed_out"
