@@ -300,7 +300,9 @@ def cli() -> None:
 @click.argument("workspace")
 @click.argument("argv", nargs=-1, metavar="[-- ARGV...]")
 @click.option("--agent", type=click.Choice(AGENTS), help="Agent runtime [default: command].")
-@click.option("--prompt", metavar="T", help="Prompt text (else --prompt-file, else stdin).")
+@click.option(
+    "--prompt", metavar="T", help="Prompt text; - reads stdin (else --prompt-file, else stdin)."
+)
 @click.option("--prompt-file", metavar="F", help="Prompt file, re-read every turn.")
 @click.option(
     "--context-file", "context_files", multiple=True, metavar="F", help="Appended every turn."
@@ -444,6 +446,81 @@ def cancel(settings: Settings, run: str, reason: str | None) -> None:
 def retry(settings: Settings, run: str, reason: str | None) -> None:
     """Drive a failed run again, resuming its session."""
     control(settings, "run.retry", run, {"reason": reason})
+
+
+def or_none(inner: click.ParamType[Any]) -> click.ParamType[Any]:
+    from codyctl.update import OrNone
+
+    return OrNone(inner)
+
+
+@command(short_help="Change a live or failed run's limits, labels or name.")
+@click.argument("run", metavar="RUN")
+@click.option("--max-turns", type=int, metavar="N", help="Turns before the run completes.")
+@click.option("--budget-usd", type=or_none(click.FLOAT), metavar="X", help="budget.max_cost_usd.")
+@click.option("--budget-tokens", type=or_none(click.INT), metavar="N", help="budget.max_tokens.")
+@click.option(
+    "--budget-duration", type=or_none(click.FLOAT), metavar="S", help="budget.max_duration_s."
+)
+@click.option("--stall-timeout", type=float, metavar="S", help="Max silent turn time.")
+@click.option("--turn-timeout", type=float, metavar="S", help="Max turn time.")
+@click.option("--sigkill-delay", type=float, metavar="S", help="SIGTERM to SIGKILL delay.")
+@click.option("--max-failures", type=int, metavar="N", help="Failed turns in a row that fail it.")
+@click.option("--retry-backoff", type=float, metavar="S", help="Delay after a failed turn.")
+@click.option(
+    "--stagnation-turns", type=or_none(click.INT), metavar="N", help="Turns without progress."
+)
+@click.option(
+    "--session-max-turns", type=or_none(click.INT), metavar="N", help="Turns per session."
+)
+@click.option("--name", metavar="N", help="Human label.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    callback=key_values,
+    metavar="K=V",
+    help="Set a label (repeatable); the run's other labels stay.",
+)
+def update(settings: Settings, run: str, labels: dict[str, str], **options: Any) -> None:
+    """Change a run's limits from its next check on; budgets take X or none.
+
+    A lowered --turn-timeout or --stall-timeout applies to the turn in progress.
+    """
+    from codyctl import update as changes
+
+    if not labels and all(value is None for value in options.values()):
+        raise click.UsageError("nothing to change: give at least one flag (see --help)")
+
+    def act(run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        with settings.open() as client:
+            before: dict[str, Any] = client.call("run.status", {"run_id": run_id})
+            params = changes.update_params(options, labels, before.get("labels") or {})
+            after: dict[str, Any] = client.call("run.update", {"run_id": run_id, **params})
+        return before, after
+
+    before, after = on_run(settings, run, act)
+    show(settings, after, lambda snapshot: changes.change_lines(snapshot, before))
+
+
+@command(short_help="Queue a message for the next turn's prompt.")
+@click.argument("run", metavar="RUN")
+@click.argument("text", metavar="TEXT")
+def say(settings: Settings, run: str, text: str) -> None:
+    """Add TEXT (- reads stdin) to the next turn's prompt, under "Message from the operator"."""
+    from codyctl.update import say_text
+
+    message = say_text(text)
+
+    def act(run_id: str) -> dict[str, Any]:
+        answer = settings.call("run.say", {"run_id": run_id, "text": message})
+        return {"run_id": run_id, "queued": answer.get("queued")}
+
+    show(
+        settings,
+        on_run(settings, run, act),
+        lambda result: f"{result['run_id']}: {result['queued']} message(s) for the next turn",
+    )
 
 
 @command()

@@ -38,6 +38,17 @@ FIELD_FLAGS = {
     "watch_logs": "--watch-log",
     "stall_timeout_s": "--stall-timeout",
     "turn_timeout_s": "--turn-timeout",
+    # run.update's fields besides those above (codyctl update).
+    "sigkill_delay_s": "--sigkill-delay",
+    "max_consecutive_failures": "--max-failures",
+    "retry_backoff_s": "--retry-backoff",
+    "stagnation_turns": "--stagnation-turns",
+    "session_max_turns": "--session-max-turns",
+    "budget": "--budget-usd, --budget-tokens or --budget-duration",
+    "budget.max_cost_usd": "--budget-usd",
+    "budget.max_tokens": "--budget-tokens",
+    "budget.max_duration_s": "--budget-duration",
+    "text": "TEXT",
     # The parameters of the other commands' requests.
     "reason": "--reason",
     "limit": "--limit",
@@ -120,7 +131,7 @@ def local_path(path: str) -> str:
 def prompt_fields(workspace: str, prompt: str | None, prompt_file: str | None) -> dict[str, str]:
     if prompt is not None and prompt_file is not None:
         raise click.UsageError("give --prompt or --prompt-file, not both")
-    if prompt is not None:
+    if prompt is not None and prompt != "-":
         return {"prompt": prompt}
     if prompt_file is not None:
         resolved = local_path(prompt_file)
@@ -130,6 +141,7 @@ def prompt_fields(workspace: str, prompt: str | None, prompt_file: str | None) -
             where = tried if os.path.isabs(prompt_file) else f"{tried} or {candidate}"
             raise click.BadParameter(f"no file at {where}", param_hint="--prompt-file")
         return {"prompt_file": resolved}
+    # --prompt - and no prompt flag alike: the prompt is piped on stdin.
     if sys.stdin is None or sys.stdin.isatty():
         raise click.UsageError("give --prompt or --prompt-file, or pipe the prompt on stdin")
     text = sys.stdin.read()

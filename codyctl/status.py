@@ -41,12 +41,18 @@ def snapshot_and_extras(client: Client, handle: str) -> tuple[dict[str, Any], Ex
         snapshot = handles.resolve(client, handle)
         events_request = client.submit("run.events", events_params(snapshot["run_id"]))
     stderr_request = client.submit("run.events", stderr_params(snapshot))
-    found = {event["type"]: event for event in client.items(events_request)}
-    return snapshot, extras(client, snapshot, found, stderr_request)
+    found: dict[str, Any] = {}
+    updates: list[dict[str, Any]] = []
+    for event in client.items(events_request):
+        found[event["type"]] = event
+        if event["type"] == "run_updated":
+            updates.append(event)
+    lines = extras(client, snapshot, found, stderr_request, updates)
+    return snapshot, lines
 
 
 def events_params(run_id: str) -> dict[str, Any]:
-    return {"run_id": run_id, "after": 0, "types": ["run_queued", *LAST_OF_TYPES]}
+    return {"run_id": run_id, "after": 0, "types": ["run_queued", "run_updated", *LAST_OF_TYPES]}
 
 
 def stderr_params(snapshot: Mapping[str, Any]) -> dict[str, Any]:
@@ -57,11 +63,17 @@ def stderr_params(snapshot: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def extras(
-    client: Client, snapshot: Mapping[str, Any], found: Mapping[str, Any], stderr_request: int
+    client: Client,
+    snapshot: Mapping[str, Any],
+    found: Mapping[str, Any],
+    stderr_request: int,
+    updates: list[dict[str, Any]] | None = None,
 ) -> Extras:
-    """The extra lines, from the run's first event, its last of ``LAST_OF_TYPES`` and its
-    recent output (the answer to ``stderr_request``)."""
-    spec = (found.get("run_queued") or {}).get("data", {}).get("spec") or {}
+    """The extra lines, from the run's first event and its updates, its last of
+    ``LAST_OF_TYPES`` and its recent output (the answer to ``stderr_request``)."""
+    spec = updated_spec(
+        (found.get("run_queued") or {}).get("data", {}).get("spec") or {}, updates or []
+    )
     last_turn = found.get("turn_completed")
     recent_stderr = None
     for event in client.items(stderr_request):
@@ -74,7 +86,34 @@ def extras(
         ("last turn", turn_text(last_turn)),
         ("last tests", tests_text(found.get("test_run_completed"))),
         ("last stderr", failed_tail or recent_stderr),
+        ("messages", messages_text(snapshot.get("operator_messages_queued"))),
+        ("last update", update_text(snapshot.get("last_update"))),
     ]
+
+
+def updated_spec(spec: Mapping[str, Any], updates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The spec run_queued showed, with the top-level fields every run_updated changed."""
+    current = dict(spec)
+    for event in updates:
+        for field, change in ((event.get("data") or {}).get("changes") or {}).items():
+            if "." not in field and isinstance(change, Mapping):
+                current[field] = change.get("to")
+    return current
+
+
+def messages_text(queued: Any) -> str | None:
+    if not isinstance(queued, int) or not queued:
+        return None
+    return f"{queued} operator message{'s' if queued != 1 else ''} for the next turn"
+
+
+def update_text(update: Any) -> str | None:
+    """The newest run.update: what it changed, and when."""
+    if not isinstance(update, Mapping):
+        return None
+    from codyctl.update import describe_changes
+
+    return "; ".join(describe_changes(update)) + f" (at {render.local_time(update.get('at'))})"
 
 
 def watched(spec: Mapping[str, Any], workspace: str) -> str | None:

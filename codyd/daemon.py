@@ -300,6 +300,7 @@ async def open_daemon(
         StateLayout(config.state_dir).db,
         max_events_per_run=config.event_retention.max_events_per_run,
         max_runs=config.event_retention.max_runs,
+        run_files=StateLayout(config.state_dir).run_dir,
     ) as store:
         daemon = Daemon(config, store, handle_signals=handle_signals)
         async with trio.open_nursery() as nursery:

@@ -86,6 +86,7 @@ def opt_str_list(
 # Refused while the store cannot write: their answer promises something durable.
 MUTATING_METHODS = frozenset(
     {"run.start", "run.pause", "run.resume", "run.cancel", "run.retry", "run.forget"}
+    | {"run.update", "run.say"}
 )
 
 
@@ -126,6 +127,8 @@ class Methods:
             "run.events": self.events,
             "run.logs": self.logs,
             "run.forget": self.forget,
+            "run.update": self.update,
+            "run.say": self.say,
             "rpc.cancel": self.rpc_cancel,
         }
 
@@ -225,6 +228,14 @@ class Methods:
     async def forget(self, call: Call, params: Mapping[str, Any]) -> Any:
         allow_only(params, "run_id")
         return await self.supervisor.forget(params.get("run_id"))
+
+    async def update(self, call: Call, params: Mapping[str, Any]) -> Any:
+        fields = {key: value for key, value in params.items() if key != "run_id"}
+        return await self.supervisor.update(params.get("run_id"), fields)
+
+    async def say(self, call: Call, params: Mapping[str, Any]) -> Any:
+        allow_only(params, "run_id", "text")
+        return await self.supervisor.say(params.get("run_id"), params.get("text"))
 
     # streams
 

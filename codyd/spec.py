@@ -16,7 +16,7 @@ import re
 import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -699,3 +699,78 @@ def parse_run_spec(
         completion=completion,
         budget=Budget(**nested["budget"]),
     )
+
+
+# --- run.update -----------------------------------------------------------------------------
+
+# The spec fields run.update may change, in the order of SPEC §9. A field the spec does not
+# have (yet), or one without a validator above, is not updatable; adding one is one line.
+UPDATABLE_FIELDS = (
+    "max_turns",
+    "budget",
+    "turn_timeout_s",
+    "stall_timeout_s",
+    "sigkill_delay_s",
+    "max_consecutive_failures",
+    "retry_backoff_s",
+    "stagnation_turns",
+    "session_max_turns",
+    "labels",
+    "name",
+)
+
+
+def _update_validator(name: str) -> Validator | None:
+    if name not in RunSpec.__dataclass_fields__ or name in _NESTED:
+        return None
+    return _DEFAULTABLE.get(name) or _PER_RUN.get(name)
+
+
+def updatable_fields() -> list[str]:
+    """The fields :func:`parse_update` takes, as this build's spec has them."""
+    return [
+        name for name in UPDATABLE_FIELDS if name in _NESTED or _update_validator(name) is not None
+    ]
+
+
+def _wire_value(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def parse_update(
+    params: Mapping[str, Any], spec: RunSpec
+) -> tuple[RunSpec, dict[str, dict[str, Any]]]:
+    """Validate ``run.update`` params (``run_id`` taken out) against ``spec``.
+
+    Each field is checked by the validator ``run.start`` uses, under the same dotted
+    ``data.field``; ``budget`` merges key by key (null clears a limit). Returns the new
+    spec and the changes as ``{field: {"from": old, "to": new}}`` (``budget.max_tokens``
+    for budget keys), leaving out what stays equal. Raises before anything is decided.
+    """
+    if not isinstance(params, Mapping):
+        raise _refuse("params", "a map of the fields to change", params)
+    known = updatable_fields()
+    flat: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in known:
+            raise _unknown(key, ["run_id", *known])
+        if key == "budget":
+            budget = _validate_nested(value, "budget")
+            continue
+        check = _update_validator(key)
+        assert check is not None
+        flat[key] = check(value, key)
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        old = getattr(spec, key)
+        if old != value:
+            changes[key] = {"from": _wire_value(old), "to": _wire_value(value)}
+    for key, value in budget.items():
+        old = getattr(spec.budget, key)
+        if old != value:
+            changes[f"budget.{key}"] = {"from": old, "to": value}
+    if not changes:
+        return spec, changes
+    new_budget = replace(spec.budget, **budget) if budget else spec.budget
+    return replace(spec, **flat, budget=new_budget), changes

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
@@ -30,6 +31,7 @@ from codyd.errors import InvalidState, Overloaded, StartupFailure
 from codyd.model.events import EVENT_TYPES, Event
 from codyd.model.record import RunRecord
 from codyd.model.state import TERMINAL, State, can_transition
+from codyd.spec import RunSpec
 
 log = structlog.get_logger("codyd.store")
 
@@ -257,6 +259,11 @@ class Store:
         self._writable_again = trio.Event()
         # Told of every event appended (the metrics count turns from it); None costs nothing.
         self.on_append: Callable[[RunRecord, Event], None] | None = None
+        # Told of every run forgotten, in the same batch as its deletion (the mirror's keys).
+        self.on_forget: Callable[[str], None] | None = None
+        # Where a run's turn files are (StateLayout.run_dir): retention deletes them with the
+        # run's events. None (a store alone, in tests) keeps every file.
+        self.run_files: Callable[[str], Path] | None = None
         # (st_dev, st_ino) of the file the writer has open: a path naming another file
         # (deleted, replaced) must not be written through the old handle.
         self._identity: tuple[int, int] | None = None
@@ -451,6 +458,40 @@ class Store:
             self.save(record)
         return True
 
+    def update_spec(
+        self,
+        record: RunRecord,
+        allowed: Collection[State],
+        spec: RunSpec,
+        changes: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Give the run a new spec (run.update) if it is in one of ``allowed`` now.
+
+        The spec, ``last_update`` and the ``run_updated`` event go into one commit;
+        False, changing nothing, when the run has moved on.
+        """
+        if record.state not in allowed:
+            return False
+        record.spec = spec
+        record._spec_json = None  # made again from the new spec at the next commit
+        record.last_update = {"at": time.time(), "changes": changes}
+        self.append(record, "run_updated", {"changes": changes}, turn=record.current_turn or None)
+        return True
+
+    def queue_message(self, record: RunRecord, allowed: Collection[State], text: str) -> bool:
+        """Queue an operator message for the run's next turn (run.say) if it is in ``allowed``."""
+        if record.state not in allowed:
+            return False
+        record.operator_messages = [*record.operator_messages, text]
+        self.append(record, "operator_message", {"text": text}, turn=record.current_turn or None)
+        return True
+
+    def drop_messages(self, record: RunRecord, count: int) -> None:
+        """The oldest ``count`` operator messages reached a turn that started: drop them."""
+        if count:
+            record.operator_messages = record.operator_messages[count:]
+            self.save(record)
+
     def newest_first(self, before: tuple[float, str] | None = None) -> Iterator[RunRecord]:
         """Runs from the newest created, starting below ``before`` (a (created_at, run_id))."""
         order = self._order
@@ -482,6 +523,8 @@ class Store:
             self.execute_later(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
         # The mirror's per-run ctl cursor (codyd/mirror/control.py, cursor_key).
         self.execute_later("DELETE FROM kv WHERE key = ?", (f"ctl.{run_id}",))
+        if self.on_forget is not None:
+            self.on_forget(run_id)
 
     def save_turn(self, run_id: str, n: int, **fields: Any) -> None:
         self._batch.turns.append((run_id, (n, fields)))
@@ -583,6 +626,14 @@ class Store:
     async def wait_committed(self) -> None:
         """Wait for the next commit."""
         await self._committed.wait()
+
+    @property
+    def queued_version(self) -> int:
+        """The version of everything queued so far; committed once ``is_committed`` says so."""
+        return self._queued_version
+
+    def is_committed(self, version: int) -> bool:
+        return self._committed_version >= version
 
     def committed_seq(self, run_id: str) -> int | None:
         """The run's last_seq in the newest commit that changed it (None: none since start).
@@ -862,8 +913,11 @@ class Store:
 
     # -- retention -------------------------------------------------------------------------
 
-    def apply_retention(self, max_events_per_run: int, max_runs: int) -> None:
-        """Trim old events: per run beyond its newest N, and all events of old terminal runs."""
+    def apply_retention(self, max_events_per_run: int, max_runs: int) -> list[str]:
+        """Trim old events: per run beyond its newest N, and all events of old terminal runs.
+
+        Returns the runs whose every event went (their turn files go too: ``run_files``).
+        """
         grown, self._grown = self._grown, set()
         for run_id in grown:
             record = self.runs.get(run_id)
@@ -873,7 +927,7 @@ class Store:
             if oldest_kept > record.oldest_seq:
                 self._trim(record, oldest_kept)
         if not self._finished_since_retention:
-            return
+            return []
         self._finished_since_retention = False
         terminal = sorted(
             (r for r in self.runs.values() if r.state in TERMINAL and r.oldest_seq <= r.last_seq),
@@ -882,6 +936,7 @@ class Store:
         )
         for record in terminal[max_runs:]:
             self._trim(record, record.last_seq + 1)
+        return [record.run_id for record in terminal[max_runs:]]
 
     def _trim(self, record: RunRecord, oldest_kept: int) -> None:
         self.execute_later(
@@ -897,15 +952,44 @@ class Store:
         while True:
             await self._retention_due.wait()
             self._retention_due = trio.Event()
-            self.apply_retention(max_events_per_run, max_runs)
+            emptied = self.apply_retention(max_events_per_run, max_runs)
+            if emptied and self.run_files is not None:
+                await self._delete_run_files([self.run_files(run_id) for run_id in emptied])
             await trio.sleep(RETENTION_PASS_S)
+
+    async def _delete_run_files(self, paths: list[Path]) -> None:
+        """The turn directories of runs retention emptied, deleted in a worker thread.
+
+        What cannot be deleted is only space: logged, and the daemon goes on.
+        """
+        for path, error in await trio.to_thread.run_sync(_remove_trees, paths):
+            log.warning("cannot delete a trimmed run's turn files", path=str(path), error=error)
+        log.info("trimmed runs' turn files deleted", runs=len(paths))
+
+
+def _remove_trees(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Delete each directory tree; the ones that could not be deleted, with why."""
+    failed = []
+    for path in paths:
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            failed.append((path, str(exc)))
+    return failed
 
 
 @asynccontextmanager
 async def open_store(
-    path: Path, *, max_events_per_run: int = 100_000, max_runs: int = 1000
+    path: Path,
+    *,
+    max_events_per_run: int = 100_000,
+    max_runs: int = 1000,
+    run_files: Callable[[str], Path] | None = None,
 ) -> AsyncIterator[Store]:
     store = Store(path)
+    store.run_files = run_files
     await trio.to_thread.run_sync(store._open)
     try:
         async with trio.open_nursery() as nursery:

@@ -867,7 +867,8 @@ def test_the_stop_file_default_is_codyds() -> None:
         ("context_files.1", "context_files.1: outside", "--context-file #2: outside"),
         ("env.A", "env.A: bad", "--env A: bad"),
         ("command", "command: expected a non-empty list", None),
-        ("budget.max_tokens", "budget.max_tokens: bad", None),
+        ("budget.max_tokens", "budget.max_tokens: bad", "--budget-tokens: bad"),
+        ("resume_session", "resume_session: bad", None),
     ],
 )
 def test_protocol_fields_are_reworded_as_flags(

@@ -43,6 +43,7 @@ from codyd.mirror.batch import (
 )
 from codyd.mirror.control import ControlReader, ControlTarget
 from codyd.mirror.fields import heartbeat_fields, meta_fields, unix_ms
+from codyd.mirror.forget import Forgetting
 from codyd.mirror.keys import Keys
 from codyd.mirror.redis_io import RedisLink, RedisRefused, RedisUnavailable, describe_error
 from codyd.mirror.repair import HOLDS_KEY, Repairs
@@ -105,6 +106,8 @@ class Mirror:
         self._target = control
         self._control = ControlReader(store, self.link, self.keys, control)
         self._repairs = Repairs(store, self.link, self.keys, self.limits)
+        self._forgetting = Forgetting(store, self.link, self.keys)
+        store.on_forget = self._forgetting.forgotten
         self._loaded = False
         self._started_at = started_at
         self._active_runs = active_runs
@@ -200,6 +203,7 @@ class Mirror:
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("mirror holds in the store cannot be read; checking every stream")
             self._repairs.rebuild(list(self.store.runs))
+        await self._forgetting.load()
         for record in self.store.runs.values():
             if record.terminal:
                 self._meta_sent[record.run_id] = record.updated_at
@@ -214,6 +218,8 @@ class Mirror:
             await self._check_marker()
             self._on_connected()
         progressed = await self._send()
+        if self._forgetting.pending and await self._forget():
+            progressed = True
         if self._repairs.holds and await self._repairs.step(self.cursor, trio.current_time()):
             progressed = True
             self._notify_progress()
@@ -324,6 +330,23 @@ class Mirror:
                 )
             )
         return metas
+
+    async def _forget(self) -> bool:
+        """Delete the keys of forgotten runs (codyd/mirror/forget.py); True if any went."""
+        done = await self._forgetting.step()
+        for run_id in done:
+            self._meta_sent.pop(run_id, None)
+            self._known.discard(run_id)
+            stream = self.keys.run_events(run_id)
+            if run_id in self.store.runs:
+                # Started again under the same id: what the deletion took is sent again.
+                self._repairs.release(stream)
+                self._repairs.hold(stream, run_id, "missing")
+                self._live.add(run_id)
+            else:
+                self._live.discard(run_id)
+                self._repairs.release(stream)
+        return bool(done)
 
     def _advance(self, cursor: int) -> bool:
         if cursor <= self.cursor:

@@ -221,6 +221,11 @@ class Repairs:
             self.holds[key] = Hold(key, run_id, reason)
             self.dirty = True
 
+    def release(self, key: str) -> None:
+        """The stream is gone for good (its run forgotten): nothing left to repair."""
+        if self.holds.pop(key, None) is not None:
+            self.dirty = True
+
     def rebuild(self, run_ids: Sequence[str]) -> None:
         """Every stream is checked and refilled from the store (the saved holds are lost)."""
         self.hold(self._keys.events, None, "rebuild")

@@ -11,6 +11,8 @@ LIFECYCLE_TYPES = frozenset(
         "run_queued",
         "run_started",
         "run_resumed",
+        "run_updated",
+        "operator_message",
         "run_recovered",
         "run_pausing",
         "run_paused",

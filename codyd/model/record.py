@@ -157,7 +157,12 @@ class RunRecord:
     waited_s: float = 0.0
     wait_attention: bool = False
     budget_warned: list[str] = field(default_factory=list)
-    # The spec never changes: its JSON is made once, for every commit of the record.
+    # run.say texts for the next turn's prompt, oldest first; dropped once that turn started.
+    operator_messages: list[str] = field(default_factory=list)
+    # The newest run.update that changed something: {at, changes}.
+    last_update: dict[str, Any] | None = None
+    # The spec changes only by run.update (Store.update_spec drops this): its JSON is made
+    # once per spec, for every commit of the record.
     _spec_json: str | None = field(default=None, repr=False, compare=False)
     # The summary as msgpack, kept until a field changes (see __setattr__).
     _packed_summary: bytes | None = field(default=None, repr=False, compare=False)
@@ -208,6 +213,8 @@ class RunRecord:
             "error": self.error,
             "wait": self.wait,
             "attention": self.attention,
+            "operator_messages_queued": len(self.operator_messages),
+            "last_update": self.last_update,
             "node": self.node,
             "last_seq": self.last_seq,
         }

@@ -36,6 +36,7 @@ from codyd.runs.turn import Turn, TurnResult
 from codyd.runs.turn_runner import TurnRunner, run_seconds
 from codyd.runs.verdict import Action, RunView, Verdict
 from codyd.runs.watch import stop_file_present
+from codyd.spec import RunSpec
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.run")
@@ -56,7 +57,7 @@ class RunDriver:
         *,
         disk: DiskMonitor | None = None,
     ) -> None:
-        self.record, self.spec = record, record.spec
+        self.record = record
         self.disk = disk
         self.store, self.leases, self.config = store, leases, config
         self.gates = gates if gates is not None else AccountGates()
@@ -73,6 +74,11 @@ class RunDriver:
         self.turns = TurnRunner(record, store, config, turn_dir, self._emit, events)
 
     @property
+    def spec(self) -> RunSpec:
+        """The run's spec as it is now: run.update replaces it in the record."""
+        return self.record.spec
+
+    @property
     def turn(self) -> Turn | None:
         """The live turn, if any."""
         return self.turns.turn
@@ -81,6 +87,10 @@ class RunDriver:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def spec_changed(self) -> None:
+        """run.update gave the run a new spec: the live turn takes its new limits now."""
+        self.turns.spec_changed()
 
     def stop_turn(self, outcome: Outcome) -> None:
         if self.turn is not None:

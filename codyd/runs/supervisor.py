@@ -23,14 +23,15 @@ from codyd.errors import Conflict, InvalidState, NotFound, ShuttingDown
 from codyd.leases import Leases, LocalLeases, RedisLeases
 from codyd.model.layout import PID_FILE, StateLayout
 from codyd.model.record import RunRecord
-from codyd.model.state import Outcome, Phase, State
+from codyd.model.state import TERMINAL, Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.disk import DiskMonitor
 from codyd.runs.driver import RunDriver
 from codyd.runs.gates import AccountGates
+from codyd.runs.operator import check_text
 from codyd.runs.spawn import CHILDREN
 from codyd.runs.turn import read_pid_file
-from codyd.spec import parse_run_spec, validate_run_id
+from codyd.spec import parse_run_spec, parse_update, validate_run_id
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.supervisor")
@@ -380,6 +381,38 @@ class Supervisor:
         ):
             self._spawn_driver(record)
         return await self._answer(record)
+
+    # -- update and say -------------------------------------------------------------------------
+
+    async def update(self, run_id: Any, params: dict[str, Any]) -> dict[str, Any]:
+        """Change the run's limits, labels or name from its next check on (docs/protocol.md)."""
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        if record.state in (State.COMPLETED, State.CANCELLED):
+            raise InvalidState(
+                f"cannot update run {record.run_id!r}: it is {record.state.value}",
+                state=record.state.value,
+            )
+        spec, changes = parse_update(params, record.spec)
+        allowed = {state for state in State if state not in TERMINAL} | {State.FAILED}
+        if changes and self.store.update_spec(record, allowed, spec, changes):
+            log.info("run updated", run_id=record.run_id, changes=sorted(changes))
+            driver = self.drivers.get(record.run_id)
+            if driver is not None:
+                driver.spec_changed()
+        return await self._answer(record)
+
+    async def say(self, run_id: Any, text: Any) -> dict[str, Any]:
+        """Queue an operator message for the run's next turn; answer how many wait."""
+        self._refuse_if_shutting_down()
+        record = self.get(run_id)
+        self._refuse_terminal(record, "say anything to")
+        text = check_text(text, len(record.operator_messages))
+        live = {state for state in State if state not in TERMINAL}
+        self.store.queue_message(record, live, text)
+        queued = len(record.operator_messages)
+        await self.store.sync()
+        return {"queued": queued}
 
     async def cancel(self, run_id: Any, reason: str | None, source: str = "rpc") -> dict[str, Any]:
         self._refuse_if_shutting_down()

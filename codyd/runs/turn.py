@@ -158,6 +158,8 @@ class Turn:
         # ``requested_at``), and threads cannot read trio's clock.
         self.stop_requested_at: float | None = None
         self._stop_requested = trio.Event()
+        # Set when the watchdog must look again: a stop request, or limits changed.
+        self._watch = trio.Event()
         self._stop_done = trio.Event()
         self._stopping = False
         self._last_output = 0.0  # trio.current_time() of the last output read
@@ -170,6 +172,19 @@ class Turn:
             self.stop_outcome = outcome
             self.stop_requested_at = time.monotonic()
         self._stop_requested.set()
+        self._watch.set()
+
+    def change_limits(
+        self, turn_timeout_s: float, stall_timeout_s: float, sigkill_delay_s: float
+    ) -> None:
+        """New limits for this turn (run.update): the deadlines count from its start, as before.
+
+        A timeout lowered below the time the turn has run already stops it at once.
+        """
+        self.plan.turn_timeout_s = turn_timeout_s
+        self.plan.stall_timeout_s = stall_timeout_s
+        self.plan.sigkill_delay_s = sigkill_delay_s
+        self._watch.set()
 
     async def run(self) -> TurnResult:
         plan = self.plan
@@ -299,11 +314,17 @@ class Turn:
         """
         plan = self.plan
         pid = proc.pid
-        deadline = trio.current_time() + plan.turn_timeout_s
+        started = trio.current_time()
         while True:
+            deadline = started + plan.turn_timeout_s
+            watch = self._watch
             with trio.move_on_at(min(deadline, self._last_output + plan.stall_timeout_s)):
-                await self._stop_requested.wait()
+                await watch.wait()
+            if self._stop_requested.is_set():
                 break
+            if watch.is_set():
+                self._watch = trio.Event()  # the limits changed: deadlines from the new ones
+                continue
             now = trio.current_time()
             if now >= deadline:
                 self.request_stop(Outcome.TIMED_OUT)

@@ -24,6 +24,7 @@ from codyd.agents.version import PROBES, AgentProbe
 from codyd.config import Config
 from codyd.model.record import RunRecord
 from codyd.model.state import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES, Outcome, Phase
+from codyd.runs.operator import prompt_section
 from codyd.runs.pipeline import OutputSettings, Redactor, RunEvents, TurnOutput
 from codyd.runs.turn import (
     Turn,
@@ -35,6 +36,7 @@ from codyd.runs.turn import (
     turn_completed_data,
 )
 from codyd.runs.watch import LogWatcher, watched_files
+from codyd.spec import RunSpec
 from codyd.store import Store
 
 log = structlog.get_logger("codyd.run")
@@ -62,19 +64,34 @@ class TurnRunner:
         emit: Redactor,
         events: RunEvents,
     ) -> None:
-        self.record, self.spec = record, record.spec
+        self.record = record
         self.store, self.config, self._turn_dir = store, config, turn_dir
         self._emit, self._events = emit, events
         self.turn: Turn | None = None
         self.agent_version: str | None = None  # the CLI's --version, read before each turn
         self._budget_flag_missing = False  # said once per run: the CLI has no --max-budget-usd
+        self._messages_in_prompt = 0  # operator messages in the live turn's prompt
         self.open = False  # a turn began and its turn_completed is not out yet
         self._activity_saved = 0.0
         spec = record.spec
         watched = watched_files(spec.workspace, spec.watch_logs) if spec.watch_logs else None
         self._watcher = LogWatcher(watched) if watched is not None else None
         self._agent_config = config.agents.get(spec.agent)
-        self._output_settings = OutputSettings.of(spec, self._agent_config, config.max_line_bytes)
+        # Set (and replaced) when run.update changes the spec during a turn.
+        self._spec_changed = trio.Event()
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's spec as it is now: run.update replaces it in the record."""
+        return self.record.spec
+
+    def spec_changed(self) -> None:
+        """New limits apply to the live turn: its deadlines and the duration budget's stop."""
+        changed, self._spec_changed = self._spec_changed, trio.Event()
+        changed.set()
+        spec = self.record.spec
+        if self.turn is not None:
+            self.turn.change_limits(spec.turn_timeout_s, spec.stall_timeout_s, spec.sigkill_delay_s)
 
     async def run(self) -> TurnResult:
         """The next turn, from its prompt to its outcome (its end not yet recorded)."""
@@ -84,7 +101,8 @@ class TurnRunner:
         session = record.session_id if spec.resume_session and adapter.resumes_sessions else None
         output = TurnOutput(
             adapter,
-            self._output_settings,
+            # From the spec as it is now: run.update may have replaced it since the last turn.
+            OutputSettings.of(spec, self._agent_config, self.config.max_line_bytes),
             record,
             self._emit,
             lambda data: self.store.append(record, "subprocess_output", data, turn=n),
@@ -129,13 +147,15 @@ class TurnRunner:
             output.use_usage_rules(rules_for(spec.agent, self._agent_config, probe))
             plan.argv = self._argv_with_budget(adapter, session, probe) or plan.argv
         # Off the event loop: the prompt and context files are the workspace's, on any disk.
+        messages = list(record.operator_messages)
         prompt = await trio.to_thread.run_sync(read_prompt, spec)
         if isinstance(prompt, TurnResult):
             if prompt.error_message is not None and not prompt.fatal:
                 self._warn(prompt.error_message)
             result = prompt
         else:
-            plan.prompt = prompt.text
+            plan.prompt = prompt.text + prompt_section(messages)
+            self._messages_in_prompt = len(messages)
             for warning in prompt.warnings:
                 self._warn(warning)
             result = await self._run_with_output(turn, output)
@@ -176,10 +196,7 @@ class TurnRunner:
             nursery.start_soon(output.pump.run)
             if self._watcher is not None:
                 nursery.start_soon(self._watch_logs)
-            limit = self.spec.budget.max_duration_s
-            if limit is not None:
-                remaining = max(0.0, limit - run_seconds(self.record))
-                nursery.start_soon(self._stop_after, turn, remaining)
+            nursery.start_soon(self._stop_at_duration_budget, turn)
             result = await turn.run()
             nursery.cancel_scope.cancel()
         await output.flush()
@@ -197,15 +214,28 @@ class TurnRunner:
             for update in self._watcher.check():
                 self._emit("log_updated", update)
 
-    async def _stop_after(self, turn: Turn, delay: float) -> None:
-        await trio.sleep(delay)
-        turn.request_stop(Outcome.ABORTED)
+    async def _stop_at_duration_budget(self, turn: Turn) -> None:
+        """Stop the turn once budget.max_duration_s is reached, as the spec says now."""
+        while True:
+            changed = self._spec_changed
+            limit = self.spec.budget.max_duration_s
+            if limit is None:
+                await changed.wait()
+                continue
+            with trio.move_on_after(max(0.0, limit - run_seconds(self.record))):
+                await changed.wait()
+            if not changed.is_set():
+                turn.request_stop(Outcome.ABORTED)
+                return
 
     def _started(
         self, n: int, pid: int, ticks: int | None, argv: list[str], session: str | None
     ) -> None:
         record = self.record
         record.pid = pid
+        # The agent has the operator's messages on its stdin: they were said, once.
+        self.store.drop_messages(record, self._messages_in_prompt)
+        self._messages_in_prompt = 0
         self.store.save_turn(
             record.run_id, n, started_at=time.time(), pid=pid, pid_start_ticks=ticks
         )
