@@ -93,12 +93,23 @@ def test_budget_failed_run_completes_after_update_and_retry(daemon: Daemon) -> N
     assert refused.value.data == {"field": "budget.max_cost_usd"}
     daemon.call("run.update", {"run_id": "spent", "budget": {"max_cost_usd": 0.6}})
     spec = stored_spec(daemon, "spent")
-    assert spec["budget"] == {"max_cost_usd": 0.6, "max_tokens": 10_000, "max_duration_s": None}
+    assert spec["budget"] == {
+        "max_cost_usd": 0.6,
+        "max_tokens": 10_000,
+        "max_duration_s": None,
+        "warn_fraction": 0.8,
+    }
     daemon.call("run.retry", {"run_id": "spent"})
     final = daemon.wait_state("spent", "completed")
     assert final["completion"]["reason"] == "max_turns" and final["stats"]["turns"] == 2
     (event,) = of_type(daemon, "spent", "run_updated")
     assert event["data"]["changes"] == {"budget.max_cost_usd": {"from": 0.2, "to": 0.6}}
+    # The raised limit warns again once its use reaches budget.warn_fraction of it.
+    warnings = [e["data"] for e in of_type(daemon, "spent", "budget_warning")]
+    assert [(w["kind"], w["limit"]) for w in warnings if w["kind"] == "cost"] == [
+        ("cost", 0.2),
+        ("cost", 0.6),
+    ], warnings
 
     # Completed, it takes no more changes.
     with pytest.raises(InvalidState) as terminal:

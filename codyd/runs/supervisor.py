@@ -26,7 +26,7 @@ from codyd.model.record import RunRecord
 from codyd.model.state import TERMINAL, Outcome, Phase, State
 from codyd.runs import procs
 from codyd.runs.disk import DiskMonitor
-from codyd.runs.driver import RunDriver
+from codyd.runs.driver import RunDriver, clear_budget_warnings
 from codyd.runs.gates import AccountGates
 from codyd.runs.operator import check_text
 from codyd.runs.spawn import CHILDREN
@@ -394,9 +394,14 @@ class Supervisor:
                 state=record.state.value,
             )
         spec, changes = parse_update(params, record.spec)
+        check_budget_enforceable(spec, self.config.agents.get(spec.agent))
         allowed = {state for state in State if state not in TERMINAL} | {State.FAILED}
         if changes and self.store.update_spec(record, allowed, spec, changes):
             log.info("run updated", run_id=record.run_id, changes=sorted(changes))
+            warned_again = _budget_kinds_changed(changes)
+            if warned_again & set(record.budget_warned):
+                clear_budget_warnings(record, warned_again)
+                self.store.save(record)
             driver = self.drivers.get(record.run_id)
             if driver is not None:
                 driver.spec_changed()
@@ -612,3 +617,17 @@ class Supervisor:
 
     def active_runs(self) -> int:
         return sum(1 for r in self.store.live.values() if r.state in ACTIVE)
+
+
+_BUDGET_KINDS = {
+    "budget.max_cost_usd": "cost",
+    "budget.max_tokens": "tokens",
+    "budget.max_duration_s": "duration",
+}
+
+
+def _budget_kinds_changed(changes: dict[str, Any]) -> set[str]:
+    """The budget kinds whose warning may come again after an update: their limit changed."""
+    if "budget.warn_fraction" in changes:
+        return set(_BUDGET_KINDS.values())
+    return {kind for key, kind in _BUDGET_KINDS.items() if key in changes}
