@@ -678,7 +678,7 @@ def logs(settings: Settings, run: str, turn: int | None, from_stderr: bool, foll
 )
 def wait(settings: Settings, run: str, for_s: float | None) -> None:
     """Block until RUN ends; exit 0 if it completed, 4 if it failed or was cancelled."""
-    # SPEC's `wait RUN --timeout S`: without --for, the global timeout bounds the wait too.
+    # `wait RUN --timeout S`: without --for, the global timeout bounds the wait too.
     limit = for_s if for_s is not None else settings.timeout
     deadline = None if limit is None else time.monotonic() + limit
     on_run(settings, run, lambda run_id: report_end(settings, run_id, deadline))

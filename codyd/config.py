@@ -382,7 +382,7 @@ def _event_types(value: Any) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class WebhookConfig:
-    """One ``[[webhooks]]`` entry: where to POST which events (SPEC 11); the secret is secret."""
+    """One ``[[webhooks]]`` entry: where to POST which events (docs/http.md); secret is secret."""
 
     name: str = field(metadata=_setting(_node))
     url: str = field(metadata=_setting(_webhook_url))

@@ -703,8 +703,9 @@ def parse_run_spec(
 
 # --- run.update -----------------------------------------------------------------------------
 
-# The spec fields run.update may change, in the order of SPEC §9. A field the spec does not
-# have (yet), or one without a validator above, is not updatable; adding one is one line.
+# The spec fields run.update may change, in the order of docs/protocol.md 5.11. A field the
+# spec does not have (yet), or one without a validator above, is not updatable; adding one is
+# one line.
 UPDATABLE_FIELDS = (
     "max_turns",
     "budget",

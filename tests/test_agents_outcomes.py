@@ -223,7 +223,7 @@ def test_claude_rejected_but_successful_turn_is_ok() -> None:
     ],
 )
 def test_claude_result_text(text: str, outcome: Outcome, code: str | None) -> None:
-    """Without a structured field, the result's words decide (SPEC 8.2)."""
+    """Without a structured field, the result's words decide (docs/agents.md)."""
     adapter = ClaudeAdapter()
     feed(adapter, [result(text)])
     report = adapter.finish(1)
@@ -449,12 +449,18 @@ def test_codex_work_after_reconnects_is_no_longer_noise() -> None:
             Outcome.CONTEXT_EXHAUSTED,
             None,
         ),
+        (
+            "Codex ran out of room in the model's context window. Start a new thread or clear "
+            "earlier history before retrying.",
+            Outcome.CONTEXT_EXHAUSTED,
+            None,
+        ),
         ("unexpected status 503 Service Unavailable", Outcome.UNAVAILABLE, "503"),
         ("the model refused", Outcome.ERROR, None),
     ],
 )
 def test_codex_turn_failed(message: str, outcome: Outcome, code: str | None) -> None:
-    """turn.failed: a code and reset from its JSON body first, then its words (SPEC 8.2)."""
+    """turn.failed: a code and reset from its JSON body first, then its words (docs/agents.md)."""
     adapter = CodexAdapter()
     adapter.parse_stdout(j({"type": "thread.started", "thread_id": THREAD}))
     adapter.parse_stdout(j({"type": "turn.failed", "error": {"message": message}}))

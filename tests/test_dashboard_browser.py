@@ -1,4 +1,4 @@
-"""The dashboard (SPEC 10) in a real headless chromium, against a real daemon with HTTP.
+"""The dashboard (docs/http.md) in a real headless chromium, against a real daemon with HTTP.
 
 Debian's ``/usr/bin/chromium`` is driven by Playwright (never a browser of its own).
 Every wait is a bounded poll in the page, failing with what it waited for.

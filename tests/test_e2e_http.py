@@ -1,4 +1,4 @@
-"""The HTTP listener of a real daemon (SPEC 10), spoken to with httpx over loopback."""
+"""The HTTP listener of a real daemon (docs/http.md), spoken to with httpx over loopback."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from webhook_receiver import Receiver, free_port
 from conftest import Daemon, agent
 
 SECRET = "promtool secret"
-# SPEC 10's list, by family name (a counter's family drops its _total).
+# docs/http.md's list, by family name (a counter's family drops its _total).
 FAMILIES = {
     "codyd_build_info": "gauge",
     "codyd_runs": "gauge",

@@ -1,4 +1,4 @@
-"""Webhooks of a real daemon (SPEC 11) to a real receiver that checks signatures.
+"""Webhooks of a real daemon (docs/http.md, Webhooks) to a real receiver that checks signatures.
 
 The receiver runs in the test process on loopback; it verifies every request with
 the ``standardwebhooks`` reference library. Retries use a short backoff

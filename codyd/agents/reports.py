@@ -35,6 +35,8 @@ _CONTEXT_RE = re.compile(
     r"(?i)prompt is too long|context_length_exceeded|exceeds? the context window"
     r"|context (?:window|length)[^\n]{0,40}?exceed|exceed[^\n]{0,40}?context (?:window|length)"
     r"|maximum context length"
+    # codex 0.171.0 on a context_length_exceeded response.failed.
+    r"|ran out of room in the model's context window"
 )
 _UNAVAILABLE_RE = re.compile(
     r"(?i)connection refused|econnrefused|econnreset|etimedout|enotfound|eai_again|getaddrinfo"

@@ -1,4 +1,4 @@
-"""The HTTP listener (SPEC 10): health, metrics, the JSON API and server-sent events."""
+"""The HTTP listener (docs/http.md): health, metrics, the JSON API and server-sent events."""
 
 from codyd.http.listener import HttpListener
 

@@ -1,10 +1,10 @@
-"""The HTTP routes (SPEC 10): health, readiness, metrics and ``/api/v1``.
+"""The HTTP routes (docs/http.md): health, readiness, metrics and ``/api/v1``.
 
 Every ``/api/v1`` route calls a socket-protocol method through the
 :class:`~codyd.http.adapter.Adapter`; what is HTTP's own here is only the
 mapping of paths, query strings and bodies to params, and of answers to
 statuses. Nothing a client sends ends up as a traceback: every failure is the
-error body of SPEC 10.
+error body of docs/http.md.
 """
 
 from __future__ import annotations

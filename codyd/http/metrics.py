@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC 10) on a registry of the daemon's own.
+"""Prometheus metrics (docs/http.md) on a registry of the daemon's own.
 
 Counters are incremented where things happen (a turn's end as the store appends
 its event, an RPC as it is answered); gauges are read from the store, the
@@ -126,7 +126,7 @@ class _StateCollector(Collector):
         for state, count in daemon.supervisor.counts().items():
             runs.add_metric([state], count)
         yield runs
-        # Runs waiting out a limit (SPEC 8.3): none wait until codyd has such waits.
+        # Runs waiting out a limit (docs/protocol.md 5.10): none wait until codyd has such waits.
         yield GaugeMetricFamily("codyd_runs_waiting", "Runs waiting, by reason", labels=["reason"])
         yield CounterMetricFamily(
             "codyd_events",

@@ -1,4 +1,4 @@
-"""The dashboard's files (SPEC 10): a static page whose script calls ``/api/v1``.
+"""The dashboard's files (docs/http.md): a static page whose script calls ``/api/v1``.
 
 The assets ship inside the package (``codyd/http/dashboard/``) and are read once,
 when the listener is built: a request names one of a fixed set, so no path a

@@ -119,7 +119,7 @@ class _Streamed(Response):
 
 
 class EventStream(_Streamed):
-    """``text/event-stream`` of SPEC 10 over ``run.events`` with ``follow``."""
+    """``text/event-stream`` of docs/http.md over ``run.events`` with ``follow``."""
 
     method = "run.events"
     content_type = "text/event-stream; charset=utf-8"

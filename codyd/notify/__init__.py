@@ -1,4 +1,4 @@
-"""Webhooks: events from the store POSTed to receivers, signed, at least once (SPEC 11).
+"""Webhooks: events from the store POSTed to receivers, signed, at least once (docs/http.md).
 
 What is sent and how to receive it: docs/http.md, "Webhooks".
 """
