@@ -330,6 +330,28 @@ def test_metrics_count_turns_and_requests(http: Http) -> None:
     assert all("run_id" not in labels for _, labels in ((k[0], dict(k[1])) for k in samples))
 
 
+def test_metrics_count_waiting_runs_by_reason(http: Http) -> None:
+    """A run waiting out a rate limit is one codyd_runs_waiting{reason="rate_limited"}."""
+    spec = {**start_spec(http.daemon), "command": agent("reporter", "limit+3600"), "max_turns": 3}
+    with http.client() as client:
+        run_id = client.post("/api/v1/runs", json=spec).json()["run_id"]
+        http.daemon.wait_event(run_id, "rate_limited")
+
+        def waiting() -> dict[str, float]:
+            text = client.get("/metrics").text
+            return {
+                s.labels["reason"]: s.value
+                for family in text_string_to_metric_families(text)
+                if family.name == "codyd_runs_waiting"
+                for s in family.samples
+            }
+
+        deadline = time.monotonic() + 10
+        while (seen := waiting()).get("rate_limited") != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert seen == {"rate_limited": 1, "account_limited": 0, "unavailable": 0, "disk_full": 0}
+
+
 def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
     """Idle connections, a header flood, a half-sent request and a client gone mid-stream."""
     idle = []

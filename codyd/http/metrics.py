@@ -24,6 +24,7 @@ from prometheus_client.registry import Collector
 from codyd import __version__
 from codyd.model.events import Event
 from codyd.model.record import RunRecord
+from codyd.model.state import Phase
 
 if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
@@ -110,6 +111,10 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+# The reasons a run waits (docs/protocol.md 5.10, operations.md for disk_full).
+WAIT_REASONS = ("rate_limited", "account_limited", "unavailable", "disk_full")
+
+
 class _StateCollector(Collector):
     """The gauges, and the counters kept elsewhere, read when scraped."""
 
@@ -126,8 +131,19 @@ class _StateCollector(Collector):
         for state, count in daemon.supervisor.counts().items():
             runs.add_metric([state], count)
         yield runs
-        # Runs waiting out a limit (docs/protocol.md 5.10): none wait until codyd has such waits.
-        yield GaugeMetricFamily("codyd_runs_waiting", "Runs waiting, by reason", labels=["reason"])
+        # Runs whose next turn is held back (docs/protocol.md 5.10), every reason always shown.
+        waiting = dict.fromkeys(WAIT_REASONS, 0)
+        for record in daemon.store.live.values():
+            wait = record.wait
+            if wait is not None and record.phase is Phase.WAITING:
+                reason = str(wait.get("reason"))
+                waiting[reason] = waiting.get(reason, 0) + 1
+        by_reason = GaugeMetricFamily(
+            "codyd_runs_waiting", "Runs waiting, by reason", labels=["reason"]
+        )
+        for reason, count in waiting.items():
+            by_reason.add_metric([reason], count)
+        yield by_reason
         yield CounterMetricFamily(
             "codyd_events",
             "Events appended since codyd started",
