@@ -17,8 +17,23 @@ from bench.browser import open_http_daemon, open_page, worker
 from bench.common import REPO_DIR, Daemon
 
 DEFAULT_PATH = REPO_DIR / "docs" / "dashboard.png"
+# A command agent reporting what stopped it, by sentinel (docs/agents.md).
+REPORT = "import json, sys, time; sys.stdin.read(); print(json.dumps({'__cody_event__': {}}))"
+
+
+def reporter(**event: Any) -> list[str]:
+    event_text = repr(event).replace("'@now+3600'", "time.time() + 3600")
+    return [sys.executable, "-c", REPORT.replace("{}", event_text)]
+
+
 RUNS: list[tuple[str, list[str], dict[str, Any]]] = [
     ("bump-deps", worker(0.02, 0.3), {"max_turns": 1}),
+    (
+        "nightly-upgrade",
+        reporter(type="rate_limited", resets_at="@now+3600", message="5-hour limit reached"),
+        {"account": "team-claude"},
+    ),
+    ("lint-fixes", reporter(type="auth_failed", message="OAuth token has expired"), {}),
     ("migrate-db", worker(0.02, 0.3, 1), {"max_consecutive_failures": 1}),
     ("flaky-tests", worker(0.25), {"labels": {"team": "ci"}}),
     ("refactor-auth", worker(0.2), {"labels": {"team": "web"}}),
@@ -64,6 +79,7 @@ def stage(daemon: Daemon) -> None:
     ids = {name: start(daemon, name, command, extra) for name, command, extra in RUNS}
     wait("bump-deps completing", lambda: state(daemon, ids["bump-deps"]) == "completed")
     wait("migrate-db failing", lambda: state(daemon, ids["migrate-db"]) == "failed")
+    wait("lint-fixes asking for a login", lambda: state(daemon, ids["lint-fixes"]) == "paused")
     daemon.call("run.cancel", {"run_id": ids["old-experiment"], "reason": "superseded"})
 
     def tokens() -> int:
@@ -77,7 +93,7 @@ def stage(daemon: Daemon) -> None:
 
 def main() -> int:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH
-    with open_http_daemon("max_active_runs = 5") as (daemon, base), open_page(1200, 520) as page:
+    with open_http_daemon("max_active_runs = 6") as (daemon, base), open_page(1200, 520) as page:
         stage(daemon)
         page.goto(base + "/")
         page.wait_for_function(SHOWN, arg=len(RUNS), timeout=10_000)
