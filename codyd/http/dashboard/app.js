@@ -141,6 +141,9 @@ function settleAuth(given) {
   asking.level = asking.promise = asking.resolve = asking.reject = null;
   $("auth").hidden = true;
   $("auth-token").value = "";
+  // The refusal shown was of the token before: the next one, if any, says so anew.
+  $("auth-error").hidden = true;
+  $("auth-error").textContent = "";
   if (given !== null) {
     tokens.set(level, given);
     resolve();
