@@ -142,15 +142,22 @@ class Adapter:
             on_wait=on_wait,
         )
 
-    async def invoke(self, call: HttpCall) -> dict[str, Any]:
-        """``{"result": ...}`` or ``{"error": {...}}``, as the socket would answer."""
+    async def invoke(
+        self, call: HttpCall, run: Callable[[HttpCall], Awaitable[Any]] | None = None
+    ) -> dict[str, Any]:
+        """``{"result": ...}`` or ``{"error": {...}}``, as the socket would answer.
+
+        ``run`` answers the call in the method's place (the SSE hub's streams); the
+        limits, the errors and the metrics are the same.
+        """
         began = time.perf_counter()
         try:
             if call.is_stream:
                 if len(self.streams) >= MAX_STREAMS:
                     raise Overloaded(f"more than {MAX_STREAMS} HTTP streams are open")
                 self.streams[id(call)] = call
-            response = {"result": await self.methods.dispatch(call)}
+            result = await (run(call) if run is not None else self.methods.dispatch(call))
+            response = {"result": result}
         except CodydError as exc:
             if exc.code != "trimmed":  # as on the socket: the daemon's trouble is a warning
                 report = log.warning if exc.code in DAEMON_SIDE_CODES else log.info

@@ -40,9 +40,10 @@ from codyd.http.adapter import (
     status_of,
     to_json,
 )
+from codyd.http.hub import SseHub
 from codyd.http.metrics import CONTENT_TYPE, Metrics
 from codyd.http.static import Dashboard
-from codyd.http.streams import EventPage, EventStream, LogBytes
+from codyd.http.streams import EventPage, EventStream, HubEventStream, LogBytes
 
 if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
@@ -86,10 +87,13 @@ def _query(request: Request, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 class HttpApi:
-    def __init__(self, daemon: HttpDaemon, adapter: Adapter, metrics: Metrics) -> None:
+    def __init__(
+        self, daemon: HttpDaemon, adapter: Adapter, metrics: Metrics, hub: SseHub | None = None
+    ) -> None:
         self.daemon = daemon
         self.adapter = adapter
         self.metrics = metrics
+        self.hub = hub
         self.http = daemon.config.http
         self.max_body = daemon.config.max_frame_bytes
         self.dashboard = Dashboard()
@@ -321,5 +325,7 @@ class HttpApi:
             params["after"] = _int_param("Last-Event-ID", last_event_id.strip())
         if streaming:
             params["follow"] = True
+            if run_id is None and self.hub is not None:
+                return HubEventStream(self.adapter, params, self.hub)
             return EventStream(self.adapter, params)
         return await EventPage(self.adapter, params, limit).answer()

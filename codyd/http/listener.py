@@ -25,6 +25,7 @@ from hypercorn.typing import ASGIFramework
 from codyd.errors import StartupError
 from codyd.http.adapter import Adapter
 from codyd.http.app import HttpApi
+from codyd.http.hub import SseHub
 from codyd.http.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -48,7 +49,8 @@ class HttpListener:
         self.address = address
         self.metrics = Metrics(daemon, daemon.methods.table)
         self.adapter = Adapter(daemon.methods, daemon.server, self.metrics)
-        self.app = HttpApi(daemon, self.adapter, self.metrics).app()
+        self.hub = SseHub(daemon)
+        self.app = HttpApi(daemon, self.adapter, self.metrics, self.hub).app()
         self._sock: socket.socket | None = None
         self._bound: tuple[str, int] | None = None
         self._closed = trio.Event()
@@ -90,6 +92,8 @@ class HttpListener:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._cut_after_grace)
             await nursery.start(self._serve, config)
+            # The hub ends with the listener: once the server has stopped, nothing reads it.
+            nursery.start_soon(self._hub_until_closed)
             task_status.started()
 
     async def _serve(
@@ -98,6 +102,13 @@ class HttpListener:
         # Starlette's ASGI types are looser than hypercorn's; the app is ASGI 3 all the same.
         app = cast(ASGIFramework, self.app)
         await serve(app, config, shutdown_trigger=self._closed.wait, task_status=task_status)
+
+    async def _hub_until_closed(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.hub.run)
+            await self._closed.wait()
+            await trio.sleep(GRACE_S + 0.1)  # the streams still open may read the ring
+            nursery.cancel_scope.cancel()
 
     def end_streams(self) -> None:
         """Every open stream ends now (the daemon is stopping): SSE clients reconnect later."""

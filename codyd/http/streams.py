@@ -23,6 +23,7 @@ from codyd.http.adapter import (
     status_of,
     to_json,
 )
+from codyd.http.hub import SseHub, sse_frame
 
 SSE_RETRY_MS = 2000
 
@@ -51,6 +52,9 @@ class _Streamed(Response):
     def tail(self, response: dict[str, Any]) -> bytes:
         return b""
 
+    async def invoke(self, call: HttpCall) -> dict[str, Any]:
+        return await self.adapter.invoke(call)
+
     # The ASGI side.
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -58,7 +62,7 @@ class _Streamed(Response):
         call = self._call = self.adapter.call(self.method, self.params, self._item, self._start)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_disconnect, receive, call)
-            response = await self.adapter.invoke(call)
+            response = await self.invoke(call)
             nursery.cancel_scope.cancel()
         if self._gone:
             return
@@ -130,8 +134,10 @@ class EventStream(_Streamed):
     def encode(self, key: str, value: Any) -> bytes:
         if key == "keepalive":
             return b": keepalive\n\n"
-        cursor = value["seq"] if "run_id" in self.params else value["gid"]
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (cursor, value["type"].encode(), to_json(value))
+        if key == "frames":  # encoded already, by the hub
+            frames: bytes = value
+            return frames
+        return sse_frame(value["seq"] if "run_id" in self.params else value["gid"], value)
 
     def tail(self, response: dict[str, Any]) -> bytes:
         error = response.get("error")
@@ -141,6 +147,17 @@ class EventStream(_Streamed):
         if result.get("end") == "finished":
             return b"event: end\ndata: %s\n\n" % to_json(result)
         return b""  # shut down or cancelled: the client reconnects with its Last-Event-ID
+
+
+class HubEventStream(EventStream):
+    """The all-runs stream, fed by the :class:`~codyd.http.hub.SseHub` instead of its own reads."""
+
+    def __init__(self, adapter: Adapter, params: dict[str, Any], hub: SseHub) -> None:
+        super().__init__(adapter, params)
+        self.hub = hub
+
+    async def invoke(self, call: HttpCall) -> dict[str, Any]:
+        return await self.adapter.invoke(call, self.hub.follow)
 
 
 class LogBytes(_Streamed):
