@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from codyd.rpc import DaemonView
 
 RING_EVENTS = 4096
-RING_BYTES = 2 * 1024 * 1024
-HUB_BATCH = 64  # events a hub read takes: small, so a burst of large events costs little memory
+RING_BYTES = 1024 * 1024
+# Events one read of the store takes (the hub's, or a stream's behind the ring): few, so
+# that a read of large events costs little memory; a commit rarely holds more.
+READ_EVENTS = 64
 WRITE_BYTES = 256 * 1024  # what one stream writes at a time from the ring
 WAKE_S = 1.0  # the hub looks at the store at least this often (a missed wake-up heals)
 RETRY_S = 1.0  # after a failed read of the store
@@ -161,10 +163,10 @@ class SseHub:
         store = self.store
         while store.committed_gid > self.ring.head:
             bound = store.committed_gid  # read_events reads up to the commit it starts at
-            events = await store.read_events(None, self.ring.head, limit=HUB_BATCH)
+            events = await store.read_events(None, self.ring.head, limit=READ_EVENTS)
             for event in events:
                 self.ring.add(event.gid, sse_frame(event.gid, event.to_wire()))
-            if len(events) < HUB_BATCH:
+            if len(events) < READ_EVENTS:
                 self.ring.advance(bound)
             self._broadcast()
 
@@ -201,13 +203,19 @@ class SseHub:
         keepalive_s = self.daemon.config.keepalive_s
         last_sent = trio.current_time()
         while True:
-            chunk, cursor = await self._next(cursor)
-            if chunk:
-                await call.send_item("frames", chunk)
+            found = self.ring.after(cursor)
+            if found is None:
+                sent, cursor = await self._from_store(call, cursor)
+            else:
+                chunk, cursor = found
+                sent = bool(chunk)
+                if sent:
+                    await call.send_item("frames", chunk)
+            if sent:
                 last_sent = trio.current_time()
             if call.end_reason is not None:
                 return {"end": call.end_reason, "last_seq": cursor}
-            if chunk:
+            if sent:
                 continue
             if self.daemon.stopping:
                 call.end("shutdown")
@@ -218,14 +226,26 @@ class SseHub:
                 await call.send_item("keepalive", True)
                 last_sent = trio.current_time()
 
-    async def _next(self, cursor: int) -> tuple[bytes, int]:
-        """The frames after ``cursor``: from the ring, or from the store when behind it."""
-        found = self.ring.after(cursor)
-        if found is not None:
-            return found
+    async def _from_store(self, call: HttpCall, cursor: int) -> tuple[bool, int]:
+        """One read of the store after ``cursor`` (behind the ring), written in pieces.
+
+        Whether anything was written, and the new cursor.
+        """
         floor = self.ring.floor
-        events = await self.store.read_events(None, cursor)
+        events = await self.store.read_events(None, cursor, limit=READ_EVENTS)
         if not events:
             # Nothing retained between the cursor and the newest commit: the ring has the rest.
-            return b"", max(cursor, floor)
-        return b"".join(sse_frame(e.gid, e.to_wire()) for e in events), events[-1].gid
+            return False, max(cursor, floor)
+        piece: list[bytes] = []
+        size = 0
+        for n, event in enumerate(events):
+            frame = sse_frame(event.gid, event.to_wire())
+            piece.append(frame)
+            size += len(frame)
+            if size >= WRITE_BYTES or n == len(events) - 1:
+                await call.send_item("frames", b"".join(piece))
+                cursor = event.gid
+                piece, size = [], 0
+                if call.end_reason is not None:
+                    break
+        return True, cursor
