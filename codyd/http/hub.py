@@ -36,7 +36,8 @@ RING_BYTES = 1024 * 1024
 # that a read of large events costs little memory; a commit rarely holds more.
 READ_EVENTS = 64
 WRITE_BYTES = 256 * 1024  # what one stream writes at a time from the ring
-WAKE_S = 1.0  # the hub looks at the store at least this often (a missed wake-up heals)
+WAKE_S = 1.0  # while streams are open the hub looks at the store at least this often
+IDLE_WAKE_S = 60.0  # with none, it waits to be wanted (the bound heals a missed wake-up)
 RETRY_S = 1.0  # after a failed read of the store
 
 log = structlog.get_logger("codyd.http")
@@ -133,7 +134,7 @@ class SseHub:
     async def run(self) -> None:
         while True:
             if not self.watched():
-                with trio.move_on_after(WAKE_S):
+                with trio.move_on_after(IDLE_WAKE_S):
                     await self._wanted.wait()
                 self._wanted = trio.Event()
                 if self.watched():
@@ -203,25 +204,27 @@ class SseHub:
         keepalive_s = self.daemon.config.keepalive_s
         last_sent = trio.current_time()
         while True:
+            moved = self._moved  # taken before the ring is looked at: no wake-up is missed
             found = self.ring.after(cursor)
             if found is None:
-                sent, cursor = await self._from_store(call, cursor)
+                sent, moved_on = await self._from_store(call, cursor)
             else:
-                chunk, cursor = found
+                chunk, moved_on = found
                 sent = bool(chunk)
                 if sent:
                     await call.send_item("frames", chunk)
             if sent:
                 last_sent = trio.current_time()
             if call.end_reason is not None:
-                return {"end": call.end_reason, "last_seq": cursor}
-            if sent:
+                return {"end": call.end_reason, "last_seq": moved_on}
+            if moved_on != cursor:
+                cursor = moved_on
                 continue
             if self.daemon.stopping:
                 call.end("shutdown")
                 continue
             idle_for = trio.current_time() - last_sent
-            await call.wait(self.wait_moved, max(0.0, keepalive_s - idle_for))
+            await call.wait(moved.wait, max(0.0, keepalive_s - idle_for))
             if call.end_reason is None and trio.current_time() - last_sent >= keepalive_s:
                 await call.send_item("keepalive", True)
                 last_sent = trio.current_time()
