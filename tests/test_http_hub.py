@@ -92,8 +92,12 @@ class Reader:
         # The hub's streams never send through the connection: their items go to the sink.
         origin = cast(Connection, None)
         request = Request(0, "run.events", params)
-        self.call = HttpCall(origin, request, is_stream=True, sink=self._sink)
+        self.call = HttpCall(origin, request, is_stream=True, sink=self._sink, on_wait=self._waits)
         self.result: dict[str, Any] | None = None
+        self.waiting = trio.Event()  # it has its cursor and has sent what there was
+
+    async def _waits(self) -> None:
+        self.waiting.set()
 
     async def _sink(self, key: str, value: Any) -> None:
         if self.gate is not None:
@@ -192,8 +196,10 @@ async def test_resume_from_inside_and_from_before_the_ring(tmp_path: Path) -> No
         readers = [Reader(hub, after=inside), Reader(hub, after=before), Reader(hub, after=None)]
         for reader in readers:
             nursery.start_soon(reader.run)
-        await readers[0].reach(last)
-        await readers[1].reach(last)
+        with trio.fail_after(10):
+            for reader in readers:
+                await reader.waiting.wait()
+        assert readers[0].ids()[-1] == readers[1].ids()[-1] == last
         assert readers[0].writes == 1  # the ring's frames in one write
         more = await commit(store, record, 6)
         for reader in readers:
