@@ -248,12 +248,10 @@ class Methods:
         types = opt_str_list(params, "types") or None
         await self.store.settle()
         if record is not None:
-            cursor = _start_cursor(
-                after, record.last_seq, record.oldest_seq, f"run {record.run_id}"
-            )
+            cursor = start_cursor(after, record.last_seq, record.oldest_seq, f"run {record.run_id}")
         else:
             oldest = await self.store.oldest_gid()
-            cursor = _start_cursor(after, self.store.committed_gid, oldest, "all runs")
+            cursor = start_cursor(after, self.store.committed_gid, oldest, "all runs")
         return await self._follow_events(call, record, cursor, types, follow)
 
     async def _follow_events(
@@ -404,7 +402,7 @@ def _committed_mark(store: Store, record: RunRecord | None) -> int | None:
     return store.committed_seq(record.run_id) if record is not None else store.committed_gid
 
 
-def _start_cursor(after: int | None, newest: int, oldest: int, what: str) -> int:
+def start_cursor(after: int | None, newest: int, oldest: int, what: str) -> int:
     """Where a stream starts: after ``newest`` (only new events), or after the client's cursor."""
     if after is None:
         return newest

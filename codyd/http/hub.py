@@ -24,7 +24,7 @@ import structlog
 import trio
 
 from codyd.http.adapter import HttpCall, to_json
-from codyd.rpc import _start_cursor
+from codyd.rpc import start_cursor
 from codyd.store import Store
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class SseHub:
         store = self.store
         await store.settle()
         oldest = await store.oldest_gid()
-        cursor = _start_cursor(
+        cursor = start_cursor(
             call.request.params.get("after"), store.committed_gid, oldest, "all runs"
         )
         with self.subscribed():
