@@ -193,6 +193,10 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
             error = response.json()["error"]
             assert error["code"] == code
             assert set(error) == {"code", "message", "retryable", "data"}
+        # A 405 names every method the path takes, though each has its own route.
+        assert client.put("/api/v1/runs").headers["Allow"] == "GET, HEAD, POST"
+        control_only = client.get(f"/api/v1/runs/{run_id}/pause")
+        assert control_only.status_code == 405 and control_only.headers["Allow"] == "POST"
         # DELETE is run.forget: the finished run is gone.
         forgotten = client.delete(f"/api/v1/runs/{run_id}")
         assert forgotten.status_code == 200 and forgotten.json() == {"ok": True}
