@@ -206,6 +206,44 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
 _json = {"Content-Type": "application/json"}
 
 
+def test_control_endpoints_and_paging(http: Http) -> None:
+    """pause, resume, cancel and retry answer the snapshot; run.list pages with its cursor."""
+    daemon = http.daemon
+    with http.client() as client:
+        spec = {**start_spec(daemon), "command": agent("sleeper"), "max_turns": 5}
+        run_id = client.post("/api/v1/runs", json=spec).json()["run_id"]
+        daemon.wait_state(run_id, "running")
+        paused = client.post(f"/api/v1/runs/{run_id}/pause", json={"now": True})
+        assert paused.status_code == 200 and paused.json()["run_id"] == run_id, paused.text
+        daemon.wait_state(run_id, "paused")
+        resumed = client.post(f"/api/v1/runs/{run_id}/resume")
+        assert resumed.status_code == 200 and resumed.json()["state"] in ("queued", "running")
+        cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", json={"reason": "done here"})
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] in ("cancelling", "cancelled")
+        daemon.wait_state(run_id, "cancelled")
+
+        failing = {**start_spec(daemon), "command": agent("failer")}
+        failed_id = client.post("/api/v1/runs", json=failing).json()["run_id"]
+        daemon.wait_state(failed_id, "failed")
+        retried = client.post(f"/api/v1/runs/{failed_id}/retry")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["state"] in ("queued", "running")
+
+        third = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/api/v1/runs", params=params).json()
+            assert len(page["runs"]) <= 1
+            seen += [run["run_id"] for run in page["runs"]]
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+    assert sorted(seen) == sorted({run_id, failed_id, third})
+
+
 def test_run_start_errors_are_the_sockets(http: Http) -> None:
     """The same checks answer over HTTP and over the socket: code, message and data."""
     specs: list[dict[str, Any]] = [
