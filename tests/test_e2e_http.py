@@ -407,6 +407,9 @@ def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
         garbage = socket.create_connection(("127.0.0.1", http.port))
         garbage.sendall(b"\x00\xff nonsense \r\n\r\n")
         idle += [flood, half, garbage]
+        for refused, status in ((flood, b"431"), (garbage, b"400")):
+            refused.settimeout(10)
+            assert refused.recv(100).startswith(b"HTTP/1.1 " + status)
         began = time.monotonic()
         assert http.daemon.call("daemon.ping")["pong"] is True
         with http.client() as client:
