@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from disk_faults import ext4_image, force_read_only
+from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from codyd.errors import CodydError
@@ -298,35 +299,36 @@ def _sse_lines(client: httpx.Client, url: str, headers: dict[str, str] | None = 
 
 
 def test_sse_all_runs_resumes_across_a_restart(http: Http) -> None:
-    """Last-Event-ID after a restart: every gid once, none missed."""
+    """An SSE client resumes with Last-Event-ID after a restart: every gid once, none missed."""
     daemon = http.daemon
     seen: list[int] = []
+    retries: list[int | None] = []
+
+    def read_until_completed(client: httpx.Client, run_id: str, **kwargs: Any) -> None:
+        with connect_sse(client, "GET", "/api/v1/events", **kwargs) as source:
+            for sse in source.iter_sse():
+                if sse.retry is not None or not sse.id:
+                    retries.append(sse.retry)
+                    continue
+                event = sse.json()
+                assert sse.event == event["type"] and int(sse.id) == event["gid"]
+                seen.append(event["gid"])
+                if event["type"] == "run_completed" and event["run_id"] == run_id:
+                    return
+
     with http.client() as client:
         first = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
         daemon.wait_state(first, "completed")
-        headers = {"Accept": "text/event-stream"}
-        with client.stream("GET", "/api/v1/events?after=0", headers=headers) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("id: "):
-                    seen.append(int(line[4:]))
-                if line.startswith("data: ") and json.loads(line[6:])["type"] == "run_completed":
-                    break
+        read_until_completed(client, first, params={"after": 0})
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
     daemon.start()
     with http.client() as client:
         second = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
         daemon.wait_state(second, "completed")
-        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(seen[-1])}
-        with client.stream("GET", "/api/v1/events", headers=headers) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("id: "):
-                    seen.append(int(line[4:]))
-                if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if event["type"] == "run_completed" and event["run_id"] == second:
-                        break
+        read_until_completed(client, second, headers={"Last-Event-ID": str(seen[-1])})
     assert seen == list(range(1, seen[-1] + 1))
+    assert retries == [2000, 2000]
 
 
 def test_sse_keepalive(http: Http) -> None:
