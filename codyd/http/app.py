@@ -48,7 +48,6 @@ if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
 
 API = "/api/v1"
-SSE_RETRY_MS = 2000
 MAX_PAGE = 1000
 CONTROL_ACTIONS = frozenset({"pause", "resume", "cancel", "retry", "say", "update"})
 _DIGITS = re.compile(r"[0-9]{1,19}")
