@@ -278,11 +278,11 @@ def test_run_page_controls_with_the_control_token(site: Site, browser: Any) -> N
     poll_api(lambda: site.state(run_id) == "paused", "the run paused now (its turn stopped)")
     wait_for(browser, TEXT_HAS, ["run-events", "run_paused"], "run_paused among the events")
 
-    # say: the answer, or the API's error if codyd has no run.say, is shown.
+    # say: the message is queued for the next turn, and the page says so.
     browser.fill("#say-text", "hello from the dashboard")
     browser.click("#say button")
-    wait_for(browser, "() => /say: (queued|404)/.test(document.getElementById('control-status').textContent)",
-             None, "the answer to say")  # fmt: skip
+    wait_for(browser, TEXT_HAS, ["control-status", "say: queued (1 waiting)"], "the answer to say")
+    assert site.daemon.call("run.status", {"run_id": run_id})["operator_messages_queued"] == 1
 
 
 def test_a_phone_sees_cards(site: Site, browser: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from disk_faults import ext4_image, force_read_only
+from httpx_sse import connect_sse
 from prometheus_client.parser import text_string_to_metric_families
 
 from codyd.errors import CodydError
@@ -193,6 +194,10 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
             error = response.json()["error"]
             assert error["code"] == code
             assert set(error) == {"code", "message", "retryable", "data"}
+        # A 405 names every method the path takes, though each has its own route.
+        assert client.put("/api/v1/runs").headers["Allow"] == "GET, HEAD, POST"
+        control_only = client.get(f"/api/v1/runs/{run_id}/pause")
+        assert control_only.status_code == 405 and control_only.headers["Allow"] == "POST"
         # DELETE is run.forget: the finished run is gone.
         forgotten = client.delete(f"/api/v1/runs/{run_id}")
         assert forgotten.status_code == 200 and forgotten.json() == {"ok": True}
@@ -200,6 +205,44 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
 
 
 _json = {"Content-Type": "application/json"}
+
+
+def test_control_endpoints_and_paging(http: Http) -> None:
+    """pause, resume, cancel and retry answer the snapshot; run.list pages with its cursor."""
+    daemon = http.daemon
+    with http.client() as client:
+        spec = {**start_spec(daemon), "command": agent("sleeper"), "max_turns": 5}
+        run_id = client.post("/api/v1/runs", json=spec).json()["run_id"]
+        daemon.wait_state(run_id, "running")
+        paused = client.post(f"/api/v1/runs/{run_id}/pause", json={"now": True})
+        assert paused.status_code == 200 and paused.json()["run_id"] == run_id, paused.text
+        daemon.wait_state(run_id, "paused")
+        resumed = client.post(f"/api/v1/runs/{run_id}/resume")
+        assert resumed.status_code == 200 and resumed.json()["state"] in ("queued", "running")
+        cancelled = client.post(f"/api/v1/runs/{run_id}/cancel", json={"reason": "done here"})
+        assert cancelled.status_code == 200, cancelled.text
+        assert cancelled.json()["state"] in ("cancelling", "cancelled")
+        daemon.wait_state(run_id, "cancelled")
+
+        failing = {**start_spec(daemon), "command": agent("failer")}
+        failed_id = client.post("/api/v1/runs", json=failing).json()["run_id"]
+        daemon.wait_state(failed_id, "failed")
+        retried = client.post(f"/api/v1/runs/{failed_id}/retry")
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["state"] in ("queued", "running")
+
+        third = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
+        seen: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+            page = client.get("/api/v1/runs", params=params).json()
+            assert len(page["runs"]) <= 1
+            seen += [run["run_id"] for run in page["runs"]]
+            cursor = page["cursor"]
+            if cursor is None:
+                break
+    assert sorted(seen) == sorted({run_id, failed_id, third})
 
 
 def test_run_start_errors_are_the_sockets(http: Http) -> None:
@@ -256,35 +299,36 @@ def _sse_lines(client: httpx.Client, url: str, headers: dict[str, str] | None = 
 
 
 def test_sse_all_runs_resumes_across_a_restart(http: Http) -> None:
-    """Last-Event-ID after a restart: every gid once, none missed."""
+    """An SSE client resumes with Last-Event-ID after a restart: every gid once, none missed."""
     daemon = http.daemon
     seen: list[int] = []
+    retries: list[int | None] = []
+
+    def read_until_completed(client: httpx.Client, run_id: str, **kwargs: Any) -> None:
+        with connect_sse(client, "GET", "/api/v1/events", **kwargs) as source:
+            for sse in source.iter_sse():
+                if sse.retry is not None or not sse.id:
+                    retries.append(sse.retry)
+                    continue
+                event = sse.json()
+                assert sse.event == event["type"] and int(sse.id) == event["gid"]
+                seen.append(event["gid"])
+                if event["type"] == "run_completed" and event["run_id"] == run_id:
+                    return
+
     with http.client() as client:
         first = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
         daemon.wait_state(first, "completed")
-        headers = {"Accept": "text/event-stream"}
-        with client.stream("GET", "/api/v1/events?after=0", headers=headers) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("id: "):
-                    seen.append(int(line[4:]))
-                if line.startswith("data: ") and json.loads(line[6:])["type"] == "run_completed":
-                    break
+        read_until_completed(client, first, params={"after": 0})
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit() == 0
     daemon.start()
     with http.client() as client:
         second = client.post("/api/v1/runs", json=start_spec(daemon)).json()["run_id"]
         daemon.wait_state(second, "completed")
-        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(seen[-1])}
-        with client.stream("GET", "/api/v1/events", headers=headers) as stream:
-            for line in stream.iter_lines():
-                if line.startswith("id: "):
-                    seen.append(int(line[4:]))
-                if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    if event["type"] == "run_completed" and event["run_id"] == second:
-                        break
+        read_until_completed(client, second, headers={"Last-Event-ID": str(seen[-1])})
     assert seen == list(range(1, seen[-1] + 1))
+    assert retries == [2000, 2000]
 
 
 def test_sse_keepalive(http: Http) -> None:
@@ -365,6 +409,9 @@ def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
         garbage = socket.create_connection(("127.0.0.1", http.port))
         garbage.sendall(b"\x00\xff nonsense \r\n\r\n")
         idle += [flood, half, garbage]
+        for refused, status in ((flood, b"431"), (garbage, b"400")):
+            refused.settimeout(10)
+            assert refused.recv(100).startswith(b"HTTP/1.1 " + status)
         began = time.monotonic()
         assert http.daemon.call("daemon.ping")["pong"] is True
         with http.client() as client:

@@ -49,7 +49,6 @@ if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
 
 API = "/api/v1"
-SSE_RETRY_MS = 2000
 MAX_PAGE = 1000
 CONTROL_ACTIONS = frozenset({"pause", "resume", "cancel", "retry", "say", "update"})
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -97,6 +96,7 @@ class HttpApi:
         self.http = daemon.config.http
         self.max_body = daemon.config.max_frame_bytes
         self.dashboard = Dashboard()
+        self._routes: list[Route] = []
 
     def app(self) -> Starlette:
         def route(
@@ -115,12 +115,16 @@ class HttpApi:
             route(f"{API}/runs/{{run_id}}", self.forget_run, "DELETE"),
             route(f"{API}/runs/{{run_id}}/logs", self.logs, "GET"),
             route(f"{API}/runs/{{run_id}}/events", self.run_events, "GET"),
-            route(f"{API}/runs/{{run_id}}/{{action}}", self.control, "POST"),
+            *(
+                route(f"{API}/runs/{{run_id}}/{action}", self.control, "POST")
+                for action in sorted(CONTROL_ACTIONS)
+            ),
             route(f"{API}/events", self.all_events, "GET"),
             # The dashboard: static files, no token (its API calls carry one).
             route("/", self.dashboard.index, "GET"),
             route("/dashboard/{name}", self.dashboard.asset, "GET"),
         ]
+        self._routes = routes
         return Starlette(
             routes=routes,
             exception_handlers={HTTPException: self._http_exception, Exception: self._crashed},
@@ -148,9 +152,19 @@ class HttpApi:
         else:
             error = BadRequest(str(exc.detail))
         response = error_response(error)
-        if exc.status_code not in (404, 405, 413):
+        if exc.status_code == 405:
+            response.headers["Allow"] = ", ".join(self._allowed(request.url.path))
+        elif exc.status_code not in (404, 413):
             response.status_code = exc.status_code
         return response
+
+    def _allowed(self, path: str) -> list[str]:
+        """Every method some route takes on ``path`` (a 405's ``Allow``; one route per method)."""
+        methods: set[str] = set()
+        for route in self._routes:
+            if route.path_regex.match(path) and route.methods:
+                methods |= route.methods
+        return sorted(methods)
 
     async def _crashed(self, request: Request, exc: Exception) -> Response:
         log.error("HTTP request crashed", path=request.url.path, exc_info=exc)
@@ -286,9 +300,7 @@ class HttpApi:
         return await self._answer("run.forget", {"run_id": request.path_params["run_id"]})
 
     async def control(self, request: Request) -> Response:
-        action = request.path_params["action"]
-        if action not in CONTROL_ACTIONS:
-            raise NotFound(f"no such path {request.url.path!r}")
+        action = request.url.path.rpartition("/")[2]  # one route per action
         self._authorize(request, "control")
         _query(request, ())
         params = await self._body(request)

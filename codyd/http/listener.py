@@ -3,9 +3,11 @@
 The socket is bound by :meth:`HttpListener.bind` before any run is touched (a
 taken port is a start-up error), then handed to hypercorn by descriptor. The
 limits that keep a client from hurting the daemon: h11 refuses a request head
-over ``MAX_HEAD_BYTES`` (a header flood), an idle connection is closed after
-``KEEP_ALIVE_S``, a body over ``max_frame_bytes`` is refused with 413 before it
-is read, and at shutdown a connection still open after ``GRACE_S`` is cut.
+still incomplete past ``MAX_HEAD_BYTES`` (a header flood; hypercorn reads 64 KiB
+at a time, so a whole head within one read is taken up to that), an idle
+connection is closed after ``KEEP_ALIVE_S``, a body over ``max_frame_bytes`` is
+refused with 413 before it is read, and at shutdown a connection still open
+after ``GRACE_S`` is cut.
 """
 
 from __future__ import annotations
