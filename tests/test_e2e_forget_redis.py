@@ -106,6 +106,35 @@ def test_meta_follows_an_update(daemon_factory: MakeDaemon, redis_server: RedisS
     daemon.call("run.cancel", {"run_id": "renamed"})
 
 
+def test_meta_follows_a_retry(daemon_factory: MakeDaemon, redis_server: RedisServer) -> None:
+    """A retried run's meta hash leaves ``failed``: running again, its error cleared."""
+    daemon = mirrored(daemon_factory, redis_server)
+    client = redis_server.client()
+    meta = f"{PREFIX}run:gated:meta"
+    daemon.start_run(
+        agent("gated", "gate"),
+        run_id="gated",
+        max_consecutive_failures=1,
+        retry_backoff_s=0,
+        completion={"pattern": r"^GATE OPEN", "stop_file": None},
+    )
+    daemon.wait_state("gated", "failed")
+    wait_until(
+        lambda: client.hget(meta, "state") == "failed" and client.hget(meta, "error.code"),
+        what="the meta of the failed run",
+    )
+    (daemon.workspace() / "gate").touch()
+    retried = daemon.call("run.retry", {"run_id": "gated", "reason": "gate opened"})
+    assert retried["state"] == "running" and retried["error"] is None
+    daemon.wait_state("gated", "completed")
+    wait_until(
+        lambda: client.hget(meta, "state") == "completed" and client.hget(meta, "error.code") == "",
+        what="the meta of the retried run",
+    )
+    entries = stream_entries(client, f"{PREFIX}run:gated:events")
+    assert [fields for _, fields in entries if fields.get("type") == "run_retried"]
+
+
 def test_a_run_started_again_under_a_forgotten_id_is_mirrored_whole(
     daemon_factory: MakeDaemon, durable_redis: RedisServer
 ) -> None:

@@ -112,3 +112,23 @@ def test_stagnation_turns_is_validated(daemon: Daemon) -> None:
             daemon.start_run(agent("printer"), stagnation_turns=bad)
         assert refused.value.data == {"field": "stagnation_turns"}
         assert "an integer >= 0" in str(refused.value)
+
+
+def test_stagnation_turns_set_by_update_takes_effect_in_the_running_driver(daemon: Daemon) -> None:
+    """Turned on by run.update while the run drives, the guard counts from the next turn."""
+    daemon.call(
+        "run.start",
+        {
+            "workspace": str(daemon.workspace("later")),
+            "prompt": "p",
+            "command": agent("printer", 0),
+            "run_id": "later",
+            "max_turns": 1000,
+        },
+    )
+    daemon.wait_event("later", "turn_completed")
+    daemon.call("run.update", {"run_id": "later", "stagnation_turns": 2})
+    paused = daemon.wait_state("later", "paused", "completed")
+    assert paused["state"] == "paused" and paused["attention"]["reason"] == "no_progress"
+    [attention] = of_type(daemon.events("later"), "attention")
+    assert attention["data"]["turns"] == 2

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from test_agents_daemon import argv_log, fake_daemon, start
 from test_e2e_codyctl import codyctl, ok
 
 from codyd.errors import InvalidParams, InvalidState
@@ -58,6 +60,22 @@ def test_retry_drives_a_failed_run_again_until_it_completes(daemon: Daemon) -> N
     with pytest.raises(InvalidState) as completed:
         daemon.call("run.retry", {"run_id": "gated"})
     assert completed.value.data == {"state": "completed"}
+
+
+def test_retried_run_resumes_its_session(daemon_factory: Any, tmp_path: Path) -> None:
+    """A claude run failed on its budget, raised and retried: its next turn resumes the session."""
+    daemon = fake_daemon(daemon_factory, tmp_path, "claude")
+    start(daemon, "claude", "spent", max_turns=2, budget={"max_cost_usd": 0.002})
+    failed = daemon.wait_state("spent", "failed")
+    assert failed["error"]["code"] == "budget_exceeded" and failed["session_id"]
+    daemon.call("run.update", {"run_id": "spent", "budget": {"max_cost_usd": 1}})
+    daemon.call("run.retry", {"run_id": "spent"})
+    daemon.wait_state("spent", "completed")
+    first, second = argv_log(tmp_path)
+    assert not any(arg.startswith("--resume") for arg in first)
+    assert f"--resume={failed['session_id']}" in second
+    started = [e["data"] for e in daemon.events("spent") if e["type"] == "turn_started"]
+    assert [data["session_id"] for data in started] == [None, failed["session_id"]]
 
 
 def test_retry_refuses_a_live_run_and_unknown_params(daemon: Daemon) -> None:

@@ -238,12 +238,13 @@ class ProgressGuard:
 
     record: RunRecord
     max_files: int = MAX_FILES
-    limit: int = field(init=False)
     _workspace: Fingerprint | None = field(default=None, init=False)
     _turn: TurnFacts = field(default_factory=TurnFacts, init=False)
 
-    def __post_init__(self) -> None:
-        self.limit = stagnation_limit(self.record.spec)
+    @property
+    def limit(self) -> int:
+        """From the spec as it is now: run.update may change ``stagnation_turns`` mid-run."""
+        return stagnation_limit(self.record.spec)
 
     @property
     def on(self) -> bool:
