@@ -8,7 +8,6 @@ reached, 4 a waited-for run ended failed or cancelled, 5 ``wait --for`` expired,
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import sys
 import time
@@ -29,7 +28,7 @@ from codyctl.follow import (
     present,
     run_stream,
 )
-from codyd.errors import CodydError, InvalidParams, NotFound
+from codyd.errors import CodydError, InvalidParams, InvalidState, NotFound
 from codyd.model.state import TERMINAL, TERMINAL_EVENTS, State
 from codyd.protocol import AGENTS, MAX_LIST_LIMIT
 
@@ -585,16 +584,24 @@ def prune(settings: Settings, older_than: float, states: tuple[str, ...], dry_ru
             if not cursor:
                 break
         for run in chosen:
+            run["forgotten"] = not dry_run
             if not dry_run:
-                # A run forgotten meanwhile by someone else is already what we wanted.
-                with contextlib.suppress(NotFound):
+                try:
                     client.call("run.forget", {"run_id": run["run_id"]})
+                except NotFound:
+                    pass  # forgotten meanwhile by someone else: already what we wanted
+                except InvalidState as exc:
+                    # Retried (or not yet wound down) since the listing: it is left alone.
+                    run["forgotten"], run["skipped"] = False, exc.message
             if not settings.json:
                 verb = "would forget" if dry_run else "forgot"
                 ended = render.local_time(run.get("finished_at"))
-                write_line(f"{verb} {run['run_id']} {run['state']} (ended {ended})")
+                if "skipped" in run:
+                    write_line(f"kept {run['run_id']}: {run['skipped']}")
+                else:
+                    write_line(f"{verb} {run['run_id']} {run['state']} (ended {ended})")
     if settings.json:
-        write_line(render.to_json([{**run, "forgotten": not dry_run} for run in chosen]))
+        write_line(render.to_json(chosen))
 
 
 def known_types(

@@ -116,6 +116,8 @@ def say_text(text: str) -> str:
         if sys.stdin is None or sys.stdin.isatty():
             raise click.UsageError("TEXT is -, but nothing is piped on stdin")
         text = sys.stdin.read()
+        if text.endswith("\n"):
+            text = text[:-1]  # the newline that ends what was piped is no part of the message
     if not text.strip():
         raise click.BadParameter("the message is empty", param_hint="TEXT")
     return text

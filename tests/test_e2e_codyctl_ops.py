@@ -103,7 +103,7 @@ def test_codyctl_say(daemon: Daemon) -> None:
     (daemon.workspace() / "go").touch()
     daemon.wait_state("talk", "completed")
     assert prompt_of(daemon, "talk", 2) == (
-        f"do the work\n\n{HEADING}\n\nlook at tests/\n\n{HEADING}\n\nfrom stdin\n"
+        f"do the work\n\n{HEADING}\n\nlook at tests/\n\n{HEADING}\n\nfrom stdin"
     )
     empty = codyctl(daemon, "--json", "say", "talk", "")
     assert empty.returncode == 2 and "TEXT" in empty.stderr.decode()
