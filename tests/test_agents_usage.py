@@ -221,6 +221,14 @@ def test_a_codex_cost_budget_needs_a_price(tmp_path: Path) -> None:
         check_budget_enforceable(spec, AgentConfig("codex"))
     assert refused.value.field == "budget.max_cost_usd"
     assert 'agents.codex.prices."gpt-5"' in str(refused.value)
+    assert 'or a "*" entry' in str(refused.value)
+    without_model = parse_run_spec({k: v for k, v in params.items() if k != "model"})
+    with pytest.raises(InvalidParams) as refused:
+        check_budget_enforceable(without_model, AgentConfig("codex"))
+    assert str(refused.value).endswith(
+        'needs a price for its default model (set agents.codex.prices."*" = '
+        "{input = ..., cached = ..., output = ...})"
+    )
     check_budget_enforceable(spec, AgentConfig("codex", prices={"*": Price(1, 0, 1)}))
     claude = parse_run_spec({**params, "agent": "claude"})
     check_budget_enforceable(claude, AgentConfig("claude"))  # claude reports its cost
