@@ -96,6 +96,7 @@ def test_claude_2332_three_resumed_turns_count_what_was_served(tmp_path: Path) -
     assert record.stats.cost_usd == pytest.approx(CLAUDE_SERVED_USD, abs=1e-12)
     costs = [data["usd"] for type_, data in events if type_ == "cost"]
     assert costs == pytest.approx([0.00232, 0.00248, 0.00264])
+    assert [repr(usd) for usd in costs] == ["0.00232", "0.00248", "0.00264"]  # no float noise
 
 
 def test_per_turn_over_running_totals_counts_too_much(tmp_path: Path) -> None:
