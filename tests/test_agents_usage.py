@@ -96,6 +96,7 @@ def test_claude_2332_three_resumed_turns_count_what_was_served(tmp_path: Path) -
     assert record.stats.cost_usd == pytest.approx(CLAUDE_SERVED_USD, abs=1e-12)
     costs = [data["usd"] for type_, data in events if type_ == "cost"]
     assert costs == pytest.approx([0.00232, 0.00248, 0.00264])
+    assert [repr(usd) for usd in costs] == ["0.00232", "0.00248", "0.00264"]  # no float noise
 
 
 def test_per_turn_over_running_totals_counts_too_much(tmp_path: Path) -> None:
@@ -221,6 +222,14 @@ def test_a_codex_cost_budget_needs_a_price(tmp_path: Path) -> None:
         check_budget_enforceable(spec, AgentConfig("codex"))
     assert refused.value.field == "budget.max_cost_usd"
     assert 'agents.codex.prices."gpt-5"' in str(refused.value)
+    assert 'or a "*" entry' in str(refused.value)
+    without_model = parse_run_spec({k: v for k, v in params.items() if k != "model"})
+    with pytest.raises(InvalidParams) as refused:
+        check_budget_enforceable(without_model, AgentConfig("codex"))
+    assert str(refused.value).endswith(
+        'needs a price for its default model (set agents.codex.prices."*" = '
+        "{input = ..., cached = ..., output = ...})"
+    )
     check_budget_enforceable(spec, AgentConfig("codex", prices={"*": Price(1, 0, 1)}))
     claude = parse_run_spec({**params, "agent": "claude"})
     check_budget_enforceable(claude, AgentConfig("claude"))  # claude reports its cost

@@ -73,10 +73,14 @@ def check_budget_enforceable(spec: RunSpec, config: AgentConfig | None) -> None:
     if spec.agent != "codex" or spec.budget.max_cost_usd is None:
         return
     if price_for(config, spec.model) is None:
-        model = spec.model or "its default model"
-        key = f'agents.codex.prices."{spec.model}"' if spec.model else 'agents.codex.prices."*"'
+        entry = "{input = ..., cached = ..., output = ...}"
+        if spec.model:
+            model = spec.model
+            hint = f'set agents.codex.prices."{spec.model}" = {entry} or a "*" entry'
+        else:
+            model = "its default model"
+            hint = f'set agents.codex.prices."*" = {entry}'
         raise InvalidParams(
             "budget.max_cost_usd",
-            f"codex reports no cost: a cost budget needs a price for {model} "
-            f'(set {key} = {{input = ..., cached = ..., output = ...}} or a "*" entry)',
+            f"codex reports no cost: a cost budget needs a price for {model} ({hint})",
         )

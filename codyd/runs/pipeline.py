@@ -213,7 +213,7 @@ class SessionTotals:
         increment: dict[str, Any] = {}
         for key in _FIGURES[type_]:
             total, before = data[key], baseline.get(key, 0)
-            increment[key] = max(0, total - before)
+            increment[key] = _growth(key, total, before)
             baseline[key] = max(total, before)
         notes.usage_baseline = baseline
         return {**data, **increment}
@@ -229,9 +229,16 @@ class LargestReport:
         increment: dict[str, Any] = {}
         for key in _FIGURES[type_]:
             before = self._largest.get(key, 0)
-            increment[key] = max(0, data[key] - before)
+            increment[key] = _growth(key, data[key], before)
             self._largest[key] = max(before, data[key])
         return {**data, **increment}
+
+
+def _growth(key: str, total: Any, before: Any) -> Any:
+    """How much a figure grew; a cost's growth without the float noise of the subtraction
+    (0.0048 - 0.00232 is 0.0024799999999999996), which the CLIs' own figures never carry."""
+    grown = max(0, total - before)
+    return round(grown, 12) if key == "usd" else grown
 
 
 _FIGURES: dict[str, tuple[str, ...]] = {
