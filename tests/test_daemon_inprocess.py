@@ -244,10 +244,10 @@ def test_streams_send_keepalives_while_idle() -> None:
             seen += [(m, trio.current_time() - began) for m in decoder.feed(data)]
         assert [m for m, _ in seen] == [{"id": 7, "keepalive": True}] * 2
         (_, first), (_, second) = seen
-        # Paced by the daemon's clock, never sooner than keepalive_s. The first may come
-        # a few mock seconds late: the clock jumps ahead while the daemon's first read of
-        # the store runs in a worker thread.
-        assert 30 <= first < 60 and 30 <= second - first < 35, seen
+        # Paced by the daemon's clock, never sooner than keepalive_s. Either may come some
+        # mock seconds late: the clock jumps ahead while a worker thread of the daemon's runs
+        # (a read of the store, the disk guard's look at the free space).
+        assert 30 <= first < 60 and 30 <= second - first < 60, seen
         await stream.aclose()
 
     run_daemon(test, CODYD_KEEPALIVE_S="30")

@@ -275,7 +275,8 @@ class TurnRunner:
             outcome=result.outcome,
             exit_code=result.exit_code,
         )
-        message = None if result.error_message is None else self._emit.text(result.error_message)
+        reason = result.error_message or _plain_failure(result)
+        message = None if reason is None else self._emit.text(reason)
         data = turn_completed_data(result.outcome, message, result.error_code)
         tail = result.stderr_tail
         data.update(
@@ -308,3 +309,17 @@ class TurnRunner:
                 record.run_id, record.current_turn, ended_at=time.time(), outcome=Outcome.ERROR
             )
             self._emit("turn_completed", turn_completed_data(Outcome.ERROR, message))
+
+
+def _plain_failure(result: TurnResult) -> str | None:
+    """Why a turn that did not end ``ok`` ended, when the agent said nothing of it itself:
+    its exit status and the last line it wrote on stderr."""
+    if result.outcome in (Outcome.OK, Outcome.INTERRUPTED):
+        return None
+    reason = f"the turn ended {result.outcome}"
+    if result.exit_code is not None:
+        reason += f" with exit code {result.exit_code}"
+    lines = (result.stderr_tail or "").strip().splitlines()
+    if lines:
+        reason += f"; stderr: {lines[-1][:500]}"
+    return reason
