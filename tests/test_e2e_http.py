@@ -411,7 +411,13 @@ def test_hostile_clients_do_not_block_the_daemon(http: Http) -> None:
         idle += [flood, half, garbage]
         for refused, status in ((flood, b"431"), (garbage, b"400")):
             refused.settimeout(10)
-            assert refused.recv(100).startswith(b"HTTP/1.1 " + status)
+            answer = b""
+            while b"}}" not in answer and (chunk := refused.recv(4096)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 " + status), answer
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert b"content-type: application/json" in head.lower(), head
+            assert json.loads(body)["error"]["code"] == "bad_request", body
         began = time.monotonic()
         assert http.daemon.call("daemon.ping")["pong"] is True
         with http.client() as client:

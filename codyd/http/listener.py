@@ -29,6 +29,7 @@ from codyd.http.adapter import Adapter
 from codyd.http.app import HttpApi
 from codyd.http.hub import SseHub
 from codyd.http.metrics import Metrics
+from codyd.http.refusals import install as json_refusals
 
 if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
@@ -76,6 +77,7 @@ class HttpListener:
         self._bound = sock.getsockname()[:2]
 
     def _hypercorn_config(self, fd: int) -> HypercornConfig:
+        json_refusals()
         config = HypercornConfig()
         config.bind = [f"fd://{fd}"]
         config.backlog = BACKLOG
