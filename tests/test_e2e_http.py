@@ -157,6 +157,8 @@ def test_runs_lifecycle_and_errors(http: Http) -> None:
         run = client.get(f"/api/v1/runs/{run_id}").json()
         assert run["state"] == "completed"
         listed = client.get("/api/v1/runs", params={"state": "completed", "limit": 5}).json()
+        bad_state = client.get("/api/v1/runs", params={"state": "sleepy"}).json()["error"]
+        assert bad_state["data"] == {"field": "state"}, bad_state
         assert [r["run_id"] for r in listed["runs"]] == [run_id]
         assert client.get("/api/v1/runs", params={"label": "x=y"}).json()["runs"] == []
         logs = client.get(f"/api/v1/runs/{run_id}/logs", params={"turn": 1})

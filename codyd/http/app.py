@@ -44,6 +44,7 @@ from codyd.http.hub import SseHub
 from codyd.http.metrics import CONTENT_TYPE, Metrics
 from codyd.http.static import Dashboard
 from codyd.http.streams import EventPage, EventStream, HubEventStream, LogBytes
+from codyd.model.state import State
 
 if TYPE_CHECKING:
     from codyd.http.view import HttpDaemon
@@ -83,6 +84,9 @@ def _query(request: Request, allowed: tuple[str, ...]) -> list[tuple[str, str]]:
                 name, f"unknown query parameter; expected one of {', '.join(allowed) or 'none'}"
             )
     return items
+
+
+STATE_NAMES = tuple(state.value for state in State)
 
 
 class HttpApi:
@@ -266,6 +270,10 @@ class HttpApi:
         params: dict[str, Any] = {}
         for name, value in _query(request, ("state", "label", "limit", "cursor")):
             if name == "state":
+                if value not in STATE_NAMES:  # named as the query names it, not as states.N
+                    raise InvalidParams(
+                        "state", f"expected one of {', '.join(STATE_NAMES)}, got {value!r}"
+                    )
                 params.setdefault("states", []).append(value)
             elif name == "label":
                 key, equals, label = value.partition("=")
