@@ -127,16 +127,17 @@ class Receiver:
             return
         if self.holding:
             self._release.wait(HOLD_LIMIT_S)
+        # Recorded before it is answered: once the sender has its answer it may send the next
+        # event on another connection, whose handler must not record it first.
         with self._changed:
             status = self.statuses.pop(0) if self.statuses else 200
-        self._answer(handler, status)
-        with self._changed:
             self.requests.append(
                 Received(
                     headers["webhook-id"], int(headers["webhook-timestamp"]), headers, body, status
                 )
             )
             self._changed.notify_all()
+        self._answer(handler, status)
 
     @staticmethod
     def _answer(handler: BaseHTTPRequestHandler, status: int) -> None:
